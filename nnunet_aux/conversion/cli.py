@@ -1,0 +1,221 @@
+"""Subcommands ``synth``, ``decompose``, ``multiclass`` and ``convert`` of ``nnunet_aux``.
+
+Heavy imports happen inside the ``run_*`` functions so that ``nnunet_aux -h`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the descriptions' line breaks and shows every default."""
+
+
+_DATA_CONTRACT = """\
+Output: a dataset in nnU-Net raw format whose label maps carry the vessel scales
+(1 = small ... S = large), other structures after them; dataset.json declares the whole
+vessel tree as an nnU-Net region ("vessel": [1, 2, 3]) and the scales under "scales".
+A report, scale_decomposition_report.json, lies beside dataset.json. Existing datasets
+with the same ID are never replaced without --overwrite. Next step:
+  nnUNetv2_plan_and_preprocess -d ID -c 3d_fullres --verify_dataset_integrity"""
+
+
+def _default_processes() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _add_common(parser: argparse.ArgumentParser, decomposition: bool = True) -> None:
+    if decomposition:
+        group = parser.add_argument_group("scale decomposition")
+        group.add_argument("--n-scales", type=int, default=3, metavar="S",
+                           help="number of vessel scales (labels 1..S, smallest first)")
+        group.add_argument("--thresholds", choices=("quantile", "dataset", "fixed"), default="quantile",
+                           help="radius thresholds between scales: 'quantile' = quantiles of each volume's "
+                                "branch radii (the paper), 'dataset' = quantiles of all training volumes' "
+                                "branch radii together, 'fixed' = the radii given with --fixed-radii")
+        group.add_argument("--fixed-radii", type=float, nargs="+", default=None, metavar="MM",
+                           help="S-1 increasing radius thresholds in mm, for --thresholds fixed")
+        group.add_argument("--quantiles", type=float, nargs="+", default=None, metavar="Q",
+                           help="S-1 quantile levels in (0, 1) for the quantile modes "
+                                "")
+        group.add_argument("--m-neighbours", type=int, default=8, metavar="M",
+                           help="neighbouring centreline points per radius estimate (the paper's p)")
+    group = parser.add_argument_group("output")
+    group.add_argument("--raw-root", default=None, metavar="FOLDER",
+                       help="nnU-Net raw data folder")
+    group.add_argument("--overwrite", action="store_true",
+                       help="replace an existing dataset with the same ID (any name)")
+    if decomposition:
+        group.add_argument("-np", "--num-processes", type=int, default=_default_processes(), metavar="N",
+                           help="worker processes, one case each")
+    group.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _settings(args: argparse.Namespace):
+    from .writer import DecompositionSettings
+
+    return DecompositionSettings(
+        n_scales=args.n_scales, m_neighbours=args.m_neighbours, thresholds=args.thresholds,
+        fixed_radii_mm=None if args.fixed_radii is None else tuple(args.fixed_radii),
+        quantiles=None if args.quantiles is None else tuple(args.quantiles),
+    )
+
+
+def _common_kwargs(args: argparse.Namespace) -> dict:
+    return {"raw_root": args.raw_root, "overwrite": args.overwrite, "progress": not args.no_progress}
+
+
+def _done(folder) -> int:
+    print(folder)
+    return 0
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    """Run ``nnunet_aux synth``."""
+    from .synthetic import write_synthetic_dataset
+
+    settings = _settings(args)
+    return _done(write_synthetic_dataset(
+        args.dataset_id, args.n_train, args.n_test, shape=args.shape, spacing=args.spacing, seed=args.seed,
+        n_scales=args.n_scales, num_processes=args.num_processes, name=args.name, true_scales=args.true_scales,
+        tumours=not args.no_tumours, settings=settings, **_common_kwargs(args),
+    ))
+
+
+def run_decompose(args: argparse.Namespace) -> int:
+    """Run ``nnunet_aux decompose``."""
+    from .raw_dataset import decompose_dataset
+
+    return _done(decompose_dataset(args.source, args.target, args.vessel_label, settings=_settings(args),
+                                   num_processes=args.num_processes, **_common_kwargs(args)))
+
+
+def run_multiclass(args: argparse.Namespace) -> int:
+    """Run ``nnunet_aux multiclass``."""
+    from .multiclass import make_multiclass_dataset
+
+    return _done(make_multiclass_dataset(args.source, args.target, raw_root=args.raw_root,
+                                          overwrite=args.overwrite))
+
+
+def run_msd(args: argparse.Namespace) -> int:
+    """Run ``nnunet_aux convert msd-hepaticvessel``."""
+    from .msd import convert_msd_hepaticvessel
+
+    return _done(convert_msd_hepaticvessel(args.input, args.dataset_id, settings=_settings(args),
+                                           num_processes=args.num_processes, **_common_kwargs(args)))
+
+
+def run_ircadb(args: argparse.Namespace) -> int:
+    """Run ``nnunet_aux convert ircadb``."""
+    from .ircadb import convert_ircadb
+
+    return _done(convert_ircadb(
+        args.input, args.dataset_id, artery=args.artery, crop_liver=args.crop_liver, margin_mm=args.margin_mm,
+        liver_label=args.liver_label, settings=_settings(args), num_processes=args.num_processes,
+        **_common_kwargs(args),
+    ))
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``synth``, ``decompose``, ``multiclass`` and ``convert`` parsers.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        From ``ArgumentParser.add_subparsers()``; each parser's ``func`` runs it.
+    """
+    p = subparsers.add_parser(
+        "synth", formatter_class=_Formatter,
+        help="write a synthetic scale-decomposed dataset (vessel trees with known radii)",
+        description="Write a synthetic dataset: CT-like volumes with vessel trees (and tumours) into "
+                    "$nnUNet_raw/DatasetXXX_SyntheticVessels (imagesTr, labelsTr, imagesTs, labelsTs). The "
+                    "scales come from the same decomposition users' data get, unless --true-scales.\n\n"
+                    + _DATA_CONTRACT,
+    )
+    p.add_argument("-d", "--dataset-id", type=int, default=900, metavar="ID", help="dataset ID")
+    p.add_argument("-n", "--n-train", type=int, default=20, metavar="N", help="training cases")
+    p.add_argument("--n-test", type=int, default=0, metavar="N", help="test cases with labels")
+    p.add_argument("--shape", type=int, nargs=3, default=(64, 96, 96), metavar=("Z", "Y", "X"),
+                   help="volume shape in voxels")
+    p.add_argument("--spacing", type=float, nargs=3, default=(1.0, 0.8, 0.8), metavar=("Z", "Y", "X"),
+                   help="voxel size in mm")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--name", default="SyntheticVessels", help="dataset name after DatasetXXX_")
+    p.add_argument("--true-scales", action="store_true",
+                   help="label the generator's true scales instead of decomposing the vessel masks")
+    p.add_argument("--no-tumours", action="store_true", help="no tumour label")
+    _add_common(p)
+    p.set_defaults(func=run_synth)
+
+    p = subparsers.add_parser(
+        "decompose", formatter_class=_Formatter,
+        help="decompose the vessel label of an nnU-Net raw dataset into scales",
+        description="Turn any nnU-Net raw dataset with a vessel label into a scale-decomposed dataset. "
+                    "Images are hard-linked (or copied) unchanged; the other labels are kept and numbered "
+                    "after the scales; predictions keep the source's label values.\n\n" + _DATA_CONTRACT,
+    )
+    p.add_argument("-d", "--source", required=True, metavar="SRC",
+                   help="source dataset: ID, DatasetXXX_Name or folder path")
+    p.add_argument("-o", "--target", required=True, metavar="DST",
+                   help="target: ID (named <source name>_scales) or DatasetXXX_Name")
+    p.add_argument("--vessel-label", default="vessel", metavar="NAME",
+                   help="name of the label to decompose, as in the source dataset.json")
+    _add_common(p)
+    p.set_defaults(func=run_decompose)
+
+    p = subparsers.add_parser(
+        "multiclass", formatter_class=_Formatter,
+        help="make the multi-class baseline variant of a scale-decomposed dataset",
+        description="Write the multi-class variant of a scale-decomposed dataset: same (hard-linked) "
+                    "files, dataset.json with one class per scale (vessel_small, ...) and no regions; the "
+                    "paper's multi-class baseline.",
+    )
+    p.add_argument("-d", "--source", required=True, metavar="SRC",
+                   help="scale-decomposed dataset: ID, DatasetXXX_Name or folder path")
+    p.add_argument("-o", "--target", required=True, metavar="DST",
+                   help="target: ID (named <source name>_multiclass) or DatasetXXX_Name")
+    _add_common(p, decomposition=False)
+    p.set_defaults(func=run_multiclass)
+
+    convert = subparsers.add_parser(
+        "convert", help="convert a public vessel dataset (MSD hepatic vessel, 3D-IRCADb)", formatter_class=_Formatter,
+        description="Convert a public dataset into a scale-decomposed nnU-Net dataset.",
+    )
+    sources = convert.add_subparsers(dest="source_format", metavar="SOURCE", required=True)
+    p = sources.add_parser(
+        "msd-hepaticvessel", formatter_class=_Formatter,
+        help="Medical Segmentation Decathlon Task08_HepaticVessel",
+        description="Convert MSD Task08_HepaticVessel (imagesTr/hepaticvessel_XXX.nii.gz, labelsTr, imagesTs, "
+                    "dataset.json; vessel 1, tumour 2). Labels become vessel scales 1..S and tumour S+1.\n\n"
+                    + _DATA_CONTRACT,
+    )
+    p.add_argument("-i", "--input", required=True, metavar="FOLDER", help="the Task08_HepaticVessel folder")
+    p.add_argument("-d", "--dataset-id", default="508", metavar="ID",
+                   help="target ID (named MSDHepaticVessel) or DatasetXXX_Name")
+    _add_common(p)
+    p.set_defaults(func=run_msd)
+
+    p = sources.add_parser(
+        "ircadb", formatter_class=_Formatter,
+        help="3D-IRCADb-01 (DICOM series per patient)",
+        description="Convert 3D-IRCADb-01: 3Dircadb1.N/PATIENT_DICOM and MASKS_DICOM/<structure> DICOM series "
+                    "(zipped or not). Vessel = portal vein + venous system (vena cava where a case has no "
+                    "venous system), + artery with --artery. All cases go to imagesTr.\n\n" + _DATA_CONTRACT,
+    )
+    p.add_argument("-i", "--input", required=True, metavar="FOLDER",
+                   help="the 3Dircadb1 folder holding 3Dircadb1.1 ... 3Dircadb1.20")
+    p.add_argument("-d", "--dataset-id", default="509", metavar="ID",
+                   help="target ID (named IRCADbVessels) or DatasetXXX_Name")
+    p.add_argument("--artery", action="store_true",
+                   help="add the hepatic artery to the vessel tree where a case has its mask")
+    p.add_argument("--crop-liver", action="store_true",
+                   help="crop each case to the liver mask's bounding box plus --margin-mm (the paper's setting)")
+    p.add_argument("--margin-mm", type=float, default=10.0, metavar="MM",
+                   help="margin around the liver box in mm")
+    p.add_argument("--liver-label", action="store_true", help="add the liver as a label after the scales")
+    _add_common(p)
+    p.set_defaults(func=run_ircadb)

@@ -1,0 +1,147 @@
+"""Reading and writing volumes with SimpleITK, keeping their geometry."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import InputError
+
+#: File endings SimpleITK reads and writes as 3D volumes (what this package converts).
+SITK_FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".nhdr")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Voxel grid of a volume in SimpleITK's (x, y, z) order.
+
+    Attributes
+    ----------
+    size, spacing, origin, direction : tuple
+        As ``sitk.Image.GetSize()`` etc.
+    """
+
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> "Geometry":
+        """Geometry of a SimpleITK image."""
+        return cls(tuple(image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()),
+                   tuple(image.GetDirection()))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Array shape ``(z, y, x)``."""
+        return tuple(reversed(self.size))
+
+    @property
+    def spacing_zyx(self) -> tuple[float, ...]:
+        """Spacing in array order ``(z, y, x)``, mm."""
+        return tuple(reversed(self.spacing))
+
+    def apply(self, image: sitk.Image) -> sitk.Image:
+        """Give ``image`` this spacing, origin and direction (in place; returned)."""
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+        return image
+
+
+def check_file_ending(path: Path | str) -> str:
+    """The file ending of ``path`` if SimpleITK handles it, else a clear error."""
+    name = str(path)
+    for ending in SITK_FILE_ENDINGS:
+        if name.endswith(ending):
+            return ending
+    raise InputError(f"{path}: unsupported file type; supported endings: {', '.join(SITK_FILE_ENDINGS)}")
+
+
+def read_geometry(path: Path | str) -> Geometry:
+    """Geometry of an image file, read from its header only."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"missing file {path}")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        raise InputError(f"cannot read {path}: {str(e).strip().splitlines()[-1]}") from None
+    if reader.GetDimension() != 3:
+        raise InputError(f"{path}: expected a 3D volume, got {reader.GetDimension()}D")
+    return Geometry(tuple(reader.GetSize()), tuple(reader.GetSpacing()), tuple(reader.GetOrigin()),
+                    tuple(reader.GetDirection()))
+
+
+def read_image(path: Path | str) -> sitk.Image:
+    """Read a 3D image file, with a clear error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"missing file {path}")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        raise InputError(f"cannot read {path}: {str(e).strip().splitlines()[-1]}") from None
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{path}: expected a single-channel 3D volume")
+    return image
+
+
+def read_label_map(path: Path | str) -> tuple[np.ndarray, Geometry]:
+    """Read a label map as an integer array ``(z, y, x)`` and its geometry.
+
+    Float files are accepted only when every value is a whole number.
+    """
+    image = read_image(path)
+    array = sitk.GetArrayFromImage(image)
+    if not np.issubdtype(array.dtype, np.integer):
+        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+            raise InputError(f"{path}: label map holds non-integer values (pixel type {array.dtype})")
+    if array.size and array.min() < 0:
+        raise InputError(f"{path}: label map holds negative values ({int(array.min())})")
+    return array.astype(np.int64, copy=False), Geometry.of(image)
+
+
+def check_same_grid(image: Geometry, label: Geometry, image_file: Path | str, label_file: Path | str) -> None:
+    """Stop with a clear message when a label does not lie on its image's grid."""
+    if image.size != label.size:
+        raise InputError(
+            f"shape mismatch: {label_file} has shape {label.shape}, its image {image_file} has {image.shape}"
+        )
+    if not np.allclose(image.spacing, label.spacing, rtol=1e-4, atol=1e-5):
+        raise InputError(
+            f"spacing mismatch: {label_file} has spacing {label.spacing}, its image {image_file} "
+            f"has {image.spacing}"
+        )
+
+
+def write_array(array: np.ndarray, geometry: Geometry, path: Path | str) -> None:
+    """Write an array ``(z, y, x)`` with the given geometry (compressed where the format allows)."""
+    if tuple(array.shape) != geometry.shape:
+        raise ValueError(f"array shape {array.shape} does not fit geometry shape {geometry.shape}")
+    image = geometry.apply(sitk.GetImageFromArray(array))
+    sitk.WriteImage(image, str(path), useCompression=True)
+
+
+def write_image(image: sitk.Image, path: Path | str) -> None:
+    """Write a SimpleITK image (compressed where the format allows)."""
+    sitk.WriteImage(image, str(path), useCompression=True)
+
+
+def link_or_copy(source: Path | str, target: Path | str) -> None:
+    """Hard-link ``source`` to ``target``, or copy it where links are not possible."""
+    source, target = Path(source), Path(target)
+    if not source.is_file():
+        raise InputError(f"missing file {source}")
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)

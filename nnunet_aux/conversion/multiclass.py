@@ -1,0 +1,78 @@
+"""The multi-class baseline variant of a scale-decomposed dataset (one class per scale)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..dataset_format import REPORT_FILENAME, load_dataset_json, multiclass_dataset_json, write_dataset_json
+from ..errors import InputError
+from .image_io import link_or_copy
+from .paths import check_target_free, raw_root as _raw_root, resolve_source, target_name
+from .writer import _move_into_place
+
+_FOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
+
+
+def make_multiclass_dataset(
+    source: int | str | os.PathLike,
+    target: int | str,
+    *,
+    raw_root: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the multi-class variant of a scale-decomposed dataset.
+
+    The label files are the same (hard-linked, else copied); only dataset.json changes
+    (:func:`nnunet_aux.dataset_format.multiclass_dataset_json`), so nnU-Net trains one
+    softmax class per scale: the paper's multi-class baseline.
+
+    Parameters
+    ----------
+    source : int, str or path-like
+        Scale-decomposed dataset: ID, ``DatasetXXX_Name`` or folder.
+    target : int or str
+        Target ID (named after the source with ``_multiclass`` appended) or full name.
+    raw_root : path-like, optional
+        Raw data folder; defaults to ``$nnUNet_raw``.
+    overwrite : bool, optional
+        Replace an existing dataset with the target's ID.
+
+    Returns
+    -------
+    folder : Path
+
+    References
+    ----------
+    .. [1] Sadikine et al., "Scale-specific auxiliary multi-task contrastive learning for
+           deep liver vessel segmentation", ISBI 2023, Table 1.
+    """
+    folder = resolve_source(source, raw_root)
+    dataset_json = multiclass_dataset_json(load_dataset_json(folder), str(folder / "dataset.json"))
+    source_name = folder.name.split("_", 1)[1] if folder.name.startswith("Dataset") else folder.name
+    name = target_name(target, f"{source_name}_multiclass")
+    root = _raw_root(raw_root)
+    if folder.name[:10] == name[:10] and folder.resolve().parent == root.resolve():
+        raise InputError(f"target {name} has the ID of the source dataset {folder.name}; pick another ID")
+    existing = check_target_free(root, name, overwrite)
+    root.mkdir(parents=True, exist_ok=True)
+    dataset_json["name"] = name[11:]
+    out = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=root))
+    try:
+        for sub in _FOLDERS:
+            if not (folder / sub).is_dir():
+                continue
+            (out / sub).mkdir()
+            for f in sorted((folder / sub).iterdir()):
+                if f.is_file() and not f.name.startswith("."):
+                    link_or_copy(f, out / sub / f.name)
+        if (folder / REPORT_FILENAME).is_file():
+            link_or_copy(folder / REPORT_FILENAME, out / REPORT_FILENAME)
+        write_dataset_json(dataset_json, out)
+        _move_into_place(out, root / name, existing)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return root / name

@@ -1,0 +1,386 @@
+"""Write a scale-decomposed dataset: atomically, in parallel, with a report.
+
+Every converter (nnU-Net raw dataset, MSD, 3D-IRCADb, synthetic) describes its cases as
+:class:`CaseJob` objects whose ``reader`` loads one case into a :class:`LoadedCase`; this
+module decomposes the structure into scales, renumbers the other labels, writes the
+files into a temporary sibling folder and renames it into place at the end.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import pickle
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+from tqdm import tqdm
+
+from ..dataset_format import REPORT_FILENAME, scale_names, write_dataset_json, write_json_atomic
+from ..errors import InputError
+from .image_io import Geometry, link_or_copy, write_array, write_image
+from .labels import LabelPlan
+from .paths import check_target_free, raw_root
+
+THRESHOLD_MODES = ("quantile", "dataset", "fixed")
+
+
+@dataclass(frozen=True)
+class DecompositionSettings:
+    """How vessel voxels are split into scales.
+
+    Attributes
+    ----------
+    n_scales : int
+        Number of scales ``S``.
+    m_neighbours : int
+        Neighbouring centreline points per radius estimate (the paper's ``p = 8``).
+    thresholds : {'quantile', 'dataset', 'fixed'}
+        ``'quantile'``: quantiles of each volume's branch radii (the paper);
+        ``'dataset'``: quantiles of the branch radii of all training volumes together,
+        applied to every volume (test volumes too); ``'fixed'``: ``fixed_radii_mm``.
+    fixed_radii_mm : tuple of float or None
+        The ``S - 1`` thresholds for ``'fixed'``.
+    quantiles : tuple of float or None
+        Quantile levels for the two quantile modes; default
+        :func:`nnunet_aux.scales.default_quantiles`.
+    """
+
+    n_scales: int = 3
+    m_neighbours: int = 8
+    thresholds: str = "quantile"
+    fixed_radii_mm: tuple[float, ...] | None = None
+    quantiles: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        scale_names(self.n_scales)  # validates n_scales
+        if self.thresholds not in THRESHOLD_MODES:
+            raise InputError(f"thresholds must be one of {THRESHOLD_MODES}, got {self.thresholds!r}")
+        if int(self.m_neighbours) != self.m_neighbours or self.m_neighbours < 1:
+            raise InputError(f"m_neighbours must be a positive integer, got {self.m_neighbours}")
+        if self.thresholds == "fixed":
+            radii = self.fixed_radii_mm
+            if radii is None or len(radii) != self.n_scales - 1:
+                raise InputError(
+                    f"fixed thresholds need {self.n_scales - 1} radii in mm for {self.n_scales} scales, "
+                    f"got {None if radii is None else list(radii)}"
+                )
+            if any(r <= 0 for r in radii) or any(b <= a for a, b in zip(radii, radii[1:])):
+                raise InputError(f"fixed radii must be positive and increasing, got {list(radii)}")
+        elif self.fixed_radii_mm is not None:
+            raise InputError("fixed radii given, but the threshold mode is not 'fixed'")
+        if self.quantiles is not None and len(self.quantiles) != self.n_scales - 1:
+            raise InputError(f"need {self.n_scales - 1} quantile levels for {self.n_scales} scales")
+
+
+@dataclass
+class LoadedCase:
+    """One case as a converter's reader hands it to the writer.
+
+    Attributes
+    ----------
+    images : list of Path or SimpleITK.Image
+        One per channel. Paths are hard-linked (or copied) unchanged; images are written.
+    geometry : Geometry
+        Grid of the images, given to the written label map.
+    label : ndarray of int or None
+        Source label map ``(z, y, x)`` in the source's numbering; None for an unlabelled
+        test case.
+    label_source : str
+        Name of the label's origin, for error messages.
+    scales : ndarray of uint8 or None
+        Known scales of the structure's voxels (e.g. a synthetic ground truth); skips
+        the decomposition.
+    thresholds_mm : list of float or None
+        Thresholds behind ``scales``.
+    info : dict
+        Extra entries for this case in the report.
+    """
+
+    images: list
+    geometry: Geometry
+    label: np.ndarray | None = None
+    label_source: str = ""
+    scales: np.ndarray | None = None
+    thresholds_mm: list | None = None
+    info: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CaseJob:
+    """A case to convert: its identifier, split (``'Tr'`` or ``'Ts'``) and a picklable reader."""
+
+    case_id: str
+    split: str
+    reader: Any
+
+
+def _decompose(mask: np.ndarray, spacing: Sequence[float], settings: DecompositionSettings,
+               thresholds_mm: Sequence[float] | None) -> Any:
+    # Imported here so that `nnunet_aux -h` stays fast.
+    from ..scales import decompose_vessels
+
+    return decompose_vessels(
+        mask, spacing=tuple(spacing), n_scales=settings.n_scales, m_neighbours=settings.m_neighbours,
+        thresholds=None if thresholds_mm is None else tuple(thresholds_mm),
+        quantiles=settings.quantiles,
+    )
+
+
+def _branch_radii(result: Any) -> list[float]:
+    """Radii (mm) of a decomposition's branches, each branch once."""
+    radii = getattr(result, "branch_radii_mm", None)
+    if radii is None:
+        radii = [b.radius_mm for b in result.branches]
+    return [float(r) for r in np.asarray(radii, dtype=float).ravel()]
+
+
+def _voxel_counts(labels: np.ndarray, n_scales: int) -> dict[str, int]:
+    counts = np.bincount(labels.ravel(), minlength=n_scales + 1)
+    return {name: int(counts[i + 1]) for i, name in enumerate(scale_names(n_scales))}
+
+
+def _float_list(values: Any) -> list[float] | None:
+    return None if values is None else [float(v) for v in np.asarray(values, dtype=float).ravel()]
+
+
+def _file(out: Path, folder: str, case_id: str, file_ending: str, channel: int | None = None) -> Path:
+    suffix = "" if channel is None else f"_{channel:04d}"
+    return out / folder / f"{case_id}{suffix}{file_ending}"
+
+
+def _process_case(job: CaseJob, out: Path, plan: LabelPlan, settings: DecompositionSettings,
+                  file_ending: str) -> dict:
+    """Pass 1: write the images and, unless dataset-wide thresholds are pending, the label."""
+    case = job.reader.load()
+    for channel, image in enumerate(case.images):
+        target = _file(out, f"images{job.split}", job.case_id, file_ending, channel)
+        if isinstance(image, sitk.Image):
+            write_image(image, target)
+        else:
+            link_or_copy(image, target)
+    row: dict[str, Any] = {"shape": list(case.geometry.shape),
+                           "spacing_mm": list(case.geometry.spacing_zyx), **case.info}
+    if case.label is None:
+        if job.split == "Tr":
+            raise InputError(f"training case {job.case_id} has no label")
+        row["labelled"] = False
+        return row
+    label = case.label
+    if tuple(label.shape) != case.geometry.shape:
+        raise InputError(f"{case.label_source}: label shape {label.shape} does not match its image "
+                         f"{case.geometry.shape}")
+    plan.check_values(label, case.label_source or job.case_id)
+    mask = label == plan.structure_value
+    if case.scales is not None:
+        scales, thresholds, n_branches = case.scales, case.thresholds_mm, case.info.get("n_branches")
+    else:
+        fixed = settings.fixed_radii_mm if settings.thresholds == "fixed" else None
+        result = _decompose(mask, case.geometry.spacing_zyx, settings, fixed)
+        if settings.thresholds == "dataset":
+            # Keep the expensive part (branches and radii) for pass 2 instead of redoing it.
+            work = out / ".work" / f"{job.split}_{job.case_id}.pkl"
+            with open(work, "wb") as f:
+                pickle.dump({"result": result, "label": label, "geometry": case.geometry}, f)
+            row.update(_work=str(work), _radii=_branch_radii(result), n_branches=len(result.branches))
+            return row
+        scales, thresholds, n_branches = result.labels, result.thresholds_mm, len(result.branches)
+    return _finish_labels(row, job, out, plan, label, scales, thresholds, n_branches, case.geometry, file_ending)
+
+
+def _finish_labels(row: dict, job: CaseJob, out: Path, plan: LabelPlan, label: np.ndarray,
+                   scales: np.ndarray, thresholds: Any, n_branches: Any, geometry: Geometry,
+                   file_ending: str) -> dict:
+    labels = plan.relabel(label, np.asarray(scales))
+    write_array(labels, geometry, _file(out, f"labels{job.split}", job.case_id, file_ending))
+    row.update(thresholds_mm=_float_list(thresholds),
+               n_branches=None if n_branches is None else int(n_branches),
+               n_voxels_per_scale=_voxel_counts(labels, plan.n_scales))
+    return row
+
+
+def _assign_case(item: tuple[CaseJob, dict], out: Path, plan: LabelPlan, thresholds: np.ndarray,
+                 file_ending: str) -> dict:
+    """Pass 2 of dataset-wide thresholds: relabel the kept decomposition."""
+    from ..scales import assign_scales
+
+    job, row = item
+    work = Path(row.pop("_work"))
+    row.pop("_radii", None)
+    with open(work, "rb") as f:
+        kept = pickle.load(f)
+    work.unlink()
+    assigned = assign_scales(kept["result"], thresholds)
+    scales = getattr(assigned, "labels", assigned)
+    return _finish_labels(row, job, out, plan, kept["label"], scales, thresholds, row.get("n_branches"),
+                          kept["geometry"], file_ending)
+
+
+def run_parallel(function: Callable[[Any], Any], items: Sequence[Any], num_processes: int = 1,
+                 desc: str = "", progress: bool = True) -> list:
+    """``[function(item) for item in items]`` in spawned worker processes, with a progress bar.
+
+    ``function`` must be picklable (a module-level function or a ``functools.partial``
+    of one). With ``num_processes <= 1`` (or a single item) everything runs here.
+    """
+    items = list(items)
+    if num_processes <= 1 or len(items) <= 1:
+        return [function(item) for item in tqdm(items, desc=desc, disable=not progress)]
+    # spawn: safe with threads (SimpleITK, torch) and the same on every platform.
+    context = multiprocessing.get_context("spawn")
+    results: list = [None] * len(items)
+    with context.Pool(min(num_processes, len(items))) as pool:
+        indexed = pool.imap_unordered(functools.partial(_indexed_call, function), enumerate(items))
+        for index, value in tqdm(indexed, total=len(items), desc=desc, disable=not progress):
+            results[index] = value
+    return results
+
+
+def _indexed_call(function: Callable[[Any], Any], item: tuple[int, Any]) -> tuple[int, Any]:
+    index, value = item
+    return index, function(value)
+
+
+def write_scale_dataset(
+    jobs: Iterable[CaseJob],
+    plan: LabelPlan,
+    name: str,
+    *,
+    settings: DecompositionSettings = DecompositionSettings(),
+    raw_root_folder: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    num_processes: int = 1,
+    progress: bool = True,
+    channel_names: Mapping[str, str] | None = None,
+    file_ending: str = ".nii.gz",
+    description: str | None = None,
+    report: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a scale-decomposed dataset ``name`` into the raw data folder.
+
+    Parameters
+    ----------
+    jobs : iterable of CaseJob
+        The cases; ``'Tr'`` cases need labels, ``'Ts'`` cases may have them.
+    plan : LabelPlan
+        Label renumbering (see :func:`nnunet_aux.conversion.labels.plan_labels`).
+    name : str
+        Full dataset name ``DatasetXXX_Name``.
+    settings : DecompositionSettings, optional
+        Scale decomposition settings.
+    raw_root_folder : path-like, optional
+        Raw data folder; defaults to ``$nnUNet_raw``.
+    overwrite : bool, optional
+        Replace existing datasets with the same ID (any name).
+    num_processes : int, optional
+        Worker processes.
+    progress : bool, optional
+        Show progress bars.
+    channel_names : mapping, optional
+        nnU-Net channel names (default ``{"0": "CT"}``).
+    file_ending : str, optional
+        File ending of everything written.
+    description : str, optional
+        Stored in dataset.json.
+    report : mapping, optional
+        Extra top-level entries of the report.
+
+    Returns
+    -------
+    folder : Path
+        The dataset folder.
+    """
+    jobs = list(jobs)
+    if plan.n_scales != settings.n_scales:
+        raise ValueError(f"label plan has {plan.n_scales} scales, settings {settings.n_scales}")
+    seen: set[tuple[str, str]] = set()
+    for job in jobs:
+        if job.split not in ("Tr", "Ts"):
+            raise ValueError(f"split must be 'Tr' or 'Ts', got {job.split!r}")
+        if (job.split, job.case_id) in seen:
+            raise InputError(f"case {job.case_id!r} appears twice in images{job.split}")
+        seen.add((job.split, job.case_id))
+    n_train = sum(job.split == "Tr" for job in jobs)
+    if n_train == 0:
+        raise InputError("no training cases found")
+
+    root = raw_root(raw_root_folder)
+    existing = check_target_free(root, name, overwrite)
+    root.mkdir(parents=True, exist_ok=True)
+    # A hidden sibling on the same file system, so that the final rename is atomic and
+    # nnU-Net (which looks for "DatasetXXX_*") never sees a half-written dataset.
+    out = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=root))
+    try:
+        for folder in ("imagesTr", "labelsTr", ".work"):
+            (out / folder).mkdir()
+        if any(job.split == "Ts" for job in jobs):
+            (out / "imagesTs").mkdir()
+            (out / "labelsTs").mkdir()
+        rows = run_parallel(
+            functools.partial(_process_case, out=out, plan=plan, settings=settings, file_ending=file_ending),
+            jobs, num_processes, desc=f"{name}: cases", progress=progress,
+        )
+        dataset_thresholds = None
+        if settings.thresholds == "dataset":
+            from ..scales import quantile_thresholds
+
+            radii = [r for job, row in zip(jobs, rows) if job.split == "Tr" for r in row.get("_radii", [])]
+            dataset_thresholds = quantile_thresholds(radii, settings.n_scales, settings.quantiles)
+            pending = [i for i, row in enumerate(rows) if "_work" in row]
+            finished = run_parallel(
+                functools.partial(_assign_case, out=out, plan=plan, thresholds=dataset_thresholds,
+                                  file_ending=file_ending),
+                [(jobs[i], rows[i]) for i in pending], num_processes, desc=f"{name}: scales", progress=progress,
+            )
+            for i, row in zip(pending, finished):
+                rows[i] = row
+        shutil.rmtree(out / ".work")
+        labels_ts = out / "labelsTs"
+        if labels_ts.is_dir() and not any(labels_ts.iterdir()):
+            labels_ts.rmdir()
+
+        dataset_json = plan.dataset_json(
+            n_train, channel_names=channel_names, file_ending=file_ending, name=name[11:],
+            description=description,
+        )
+        write_dataset_json(dataset_json, out)
+        write_json_atomic({
+            "dataset": name,
+            **(dict(report) if report else {}),
+            "settings": asdict(settings),
+            "structure": plan.structure,
+            "scale_names": list(scale_names(settings.n_scales)),
+            "label_mapping": plan.mapping(),
+            "dataset_thresholds_mm": _float_list(dataset_thresholds),
+            "training_cases": {job.case_id: row for job, row in zip(jobs, rows) if job.split == "Tr"},
+            "test_cases": {job.case_id: row for job, row in zip(jobs, rows) if job.split == "Ts"},
+        }, out / REPORT_FILENAME)
+        _move_into_place(out, root / name, existing)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return root / name
+
+
+def _move_into_place(new: Path, target: Path, existing: Sequence[Path]) -> None:
+    """Rename ``new`` to ``target``, first moving ``existing`` datasets aside and then deleting them."""
+    trash = []
+    try:
+        for folder in existing:
+            aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+            os.rename(folder, aside / folder.name)
+            trash.append((aside, folder))
+        os.rename(new, target)
+    except BaseException:
+        for aside, folder in trash:  # put the old datasets back
+            os.rename(aside / folder.name, folder)
+            aside.rmdir()
+        raise
+    for aside, _ in trash:
+        shutil.rmtree(aside, ignore_errors=True)

@@ -1,0 +1,447 @@
+"""The data contract of a scale-decomposed dataset in nnU-Net raw format.
+
+One label map per case. Voxels of the decomposed structure (the vessel tree) carry their
+scale, ``1`` (smallest) ... ``S`` (largest); the other structures of the source dataset
+follow as ``S + 1, S + 2, ...`` in their original order; an ``ignore`` label stays last.
+``dataset.json`` uses nnU-Net's region-based labels so that the main task is the whole
+tree, and records the scales under the extra key ``"scales"``::
+
+    {"channel_names": {"0": "CT"},
+     "labels": {"background": 0, "vessel": [1, 2, 3], "tumour": 4},
+     "regions_class_order": [1, 2],
+     "scales": {"vessel": {"small": 1, "medium": 2, "large": 3}},
+     "numTraining": 20, "file_ending": ".nii.gz"}
+
+nnU-Net ignores the ``"scales"`` key; stock ``nnUNetTrainer`` trains the binary vessel
+task (plus the other structures) on it. ``regions_class_order`` gives the value each
+region is written with in predictions: the source dataset's values, so predictions look
+like the source dataset's labels (vessel 1, tumour 2 above).
+
+The multi-class variant (:func:`multiclass_dataset_json`) uses the very same label files
+with one class per scale and no regions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .errors import InputError
+
+#: Key of ``dataset.json`` that names the scale labels of the decomposed structure.
+SCALES_KEY = "scales"
+
+#: Name of the JSON report written beside ``dataset.json`` by every conversion.
+REPORT_FILENAME = "scale_decomposition_report.json"
+
+
+def scale_names(n_scales: int) -> tuple[str, ...]:
+    """Names of the scales, smallest first.
+
+    ``S = 2``: small, large; ``S = 3``: small, medium, large (the paper's setting);
+    ``S > 3``: small, medium1, ..., medium{S-2}, large.
+
+    Parameters
+    ----------
+    n_scales : int
+        Number of scales, at least 2.
+
+    Returns
+    -------
+    names : tuple of str
+        ``n_scales`` names.
+
+    Examples
+    --------
+    >>> scale_names(3)
+    ('small', 'medium', 'large')
+    >>> scale_names(4)
+    ('small', 'medium1', 'medium2', 'large')
+    """
+    if int(n_scales) != n_scales or n_scales < 2:
+        raise ValueError(f"n_scales must be an integer of at least 2, got {n_scales}")
+    n_scales = int(n_scales)
+    if n_scales == 2:
+        return ("small", "large")
+    if n_scales == 3:
+        return ("small", "medium", "large")
+    return ("small", *(f"medium{i}" for i in range(1, n_scales - 1)), "large")
+
+
+@dataclass(frozen=True)
+class ScaleSpec:
+    """What a dataset.json says about the scales of its decomposed structure.
+
+    Attributes
+    ----------
+    structure : str
+        Name of the decomposed structure, e.g. ``"vessel"``.
+    scale_labels : tuple of int
+        Label values of the scales, smallest scale first.
+    scale_names : tuple of str
+        Names of the scales, same order.
+    regions : dict of str to tuple of int
+        The main task: each non-background, non-ignore entry of ``labels`` in file order,
+        as a tuple of label values (the structure's region holds all scale labels). In
+        the multi-class variant each class is its own one-value region.
+    regions_class_order : tuple of int or None
+        Values that predictions use for each region; ``None`` for the multi-class variant.
+    ignore_label : int or None
+        nnU-Net's ignore label, if any.
+    multiclass : bool
+        True for the multi-class variant (one class per scale, no regions).
+    """
+
+    structure: str
+    scale_labels: tuple[int, ...]
+    scale_names: tuple[str, ...]
+    regions: dict[str, tuple[int, ...]]
+    regions_class_order: tuple[int, ...] | None
+    ignore_label: int | None
+    multiclass: bool = False
+
+    @property
+    def n_scales(self) -> int:
+        """Number of scales ``S``."""
+        return len(self.scale_labels)
+
+    @property
+    def structure_region(self) -> tuple[int, ...]:
+        """Label values of the whole structure (all its scales)."""
+        return tuple(self.scale_labels)
+
+
+def _label_values(value: Any, name: str, source: str) -> tuple[int, ...]:
+    values = value if isinstance(value, (list, tuple)) else (value,)
+    try:
+        out = tuple(int(v) for v in values)
+    except (TypeError, ValueError):
+        raise InputError(f"{source}: label {name!r} has a non-integer value {value!r}") from None
+    if any(o != v for o, v in zip(out, values)):
+        raise InputError(f"{source}: label {name!r} has a non-integer value {value!r}")
+    return out
+
+
+def make_scale_dataset_json(
+    num_training: int,
+    n_scales: int = 3,
+    *,
+    structure: str = "vessel",
+    other_labels: Sequence[str] = (),
+    ignore: bool = False,
+    regions_class_order: Sequence[int] | None = None,
+    channel_names: Mapping[str, str] | None = None,
+    file_ending: str = ".nii.gz",
+    name: str | None = None,
+    description: str | None = None,
+    **extra: Any,
+) -> dict:
+    """dataset.json of a scale-decomposed dataset.
+
+    Parameters
+    ----------
+    num_training : int
+        Number of training cases.
+    n_scales : int, optional
+        Number of scales ``S``; labels ``1..S`` are the scales, smallest first.
+    structure : str, optional
+        Name of the decomposed structure.
+    other_labels : sequence of str, optional
+        Other structures, labelled ``S + 1, S + 2, ...`` in this order.
+    ignore : bool, optional
+        Add nnU-Net's ``ignore`` label after all others.
+    regions_class_order : sequence of int, optional
+        Value of each region (structure first, then ``other_labels``) in predictions.
+        Defaults to ``1, 2, ...``: the structure is written as 1.
+    channel_names : mapping, optional
+        nnU-Net channel names; defaults to ``{"0": "CT"}``.
+    file_ending : str, optional
+        File ending of images and labels.
+    name, description : str, optional
+        Stored as ``name`` and ``description``.
+    **extra
+        Any further keys to store.
+
+    Returns
+    -------
+    dataset_json : dict
+        Ready for :func:`write_dataset_json`.
+
+    Examples
+    --------
+    >>> dj = make_scale_dataset_json(20, 3, other_labels=["tumour"])
+    >>> dj["labels"]
+    {'background': 0, 'vessel': [1, 2, 3], 'tumour': 4}
+    >>> dj["regions_class_order"], dj["scales"]
+    ([1, 2], {'vessel': {'small': 1, 'medium': 2, 'large': 3}})
+    """
+    names = scale_names(n_scales)
+    other_labels = list(other_labels)
+    taken = {"background", "ignore", structure}
+    for label in other_labels:
+        if label in taken:
+            raise ValueError(f"label name {label!r} is used twice or reserved")
+        taken.add(label)
+    if int(num_training) < 0:
+        raise ValueError(f"num_training must be non-negative, got {num_training}")
+    labels: dict[str, Any] = {"background": 0, structure: list(range(1, n_scales + 1))}
+    for i, label in enumerate(other_labels):
+        labels[label] = n_scales + 1 + i
+    if ignore:
+        labels["ignore"] = n_scales + 1 + len(other_labels)
+    n_regions = 1 + len(other_labels)
+    if regions_class_order is None:
+        regions_class_order = range(1, n_regions + 1)
+    regions_class_order = [int(v) for v in regions_class_order]
+    if len(regions_class_order) != n_regions:
+        raise ValueError(
+            f"regions_class_order needs {n_regions} values (the structure and {len(other_labels)} "
+            f"other labels), got {regions_class_order}"
+        )
+    dataset_json: dict[str, Any] = {
+        "channel_names": dict(channel_names) if channel_names is not None else {"0": "CT"},
+        "labels": labels,
+        "regions_class_order": regions_class_order,
+        "numTraining": int(num_training),
+        "file_ending": file_ending,
+        SCALES_KEY: {structure: {n: i + 1 for i, n in enumerate(names)}},
+    }
+    if name is not None:
+        dataset_json["name"] = name
+    if description is not None:
+        dataset_json["description"] = description
+    dataset_json.update(extra)
+    return dataset_json
+
+
+def read_scale_spec(dataset_json: Mapping[str, Any], source: str = "dataset.json") -> ScaleSpec:
+    """Read and check the scale information of a dataset.json.
+
+    Parameters
+    ----------
+    dataset_json : mapping
+        The loaded dataset.json.
+    source : str, optional
+        Where it came from, used in error messages (e.g. the file's path).
+
+    Returns
+    -------
+    spec : ScaleSpec
+
+    Raises
+    ------
+    InputError
+        (a ``ValueError``) when the ``"scales"`` key is missing or malformed, or a scale
+        label is not among the dataset's labels.
+
+    Examples
+    --------
+    >>> spec = read_scale_spec(make_scale_dataset_json(4, 3, other_labels=["tumour"]))
+    >>> spec.structure, spec.scale_labels, spec.scale_names
+    ('vessel', (1, 2, 3), ('small', 'medium', 'large'))
+    >>> spec.regions
+    {'vessel': (1, 2, 3), 'tumour': (4,)}
+    """
+    if not isinstance(dataset_json, Mapping):
+        raise InputError(f"{source}: expected a JSON object, got {type(dataset_json).__name__}")
+    if "labels" not in dataset_json or not isinstance(dataset_json["labels"], Mapping):
+        raise InputError(f"{source} has no 'labels' object; it is not an nnU-Net dataset.json")
+    if SCALES_KEY not in dataset_json:
+        raise InputError(
+            f"{source} has no {SCALES_KEY!r} entry, so it is not a scale-decomposed dataset "
+            f"(run `nnunet_aux decompose` to make one)"
+        )
+    scales = dataset_json[SCALES_KEY]
+    if not isinstance(scales, Mapping) or len(scales) != 1:
+        raise InputError(
+            f"{source}: {SCALES_KEY!r} must map exactly one structure to its scales, "
+            f"e.g. {{'vessel': {{'small': 1, 'medium': 2, 'large': 3}}}}; got {scales!r}"
+        )
+    (structure, by_name), = scales.items()
+    if not isinstance(by_name, Mapping) or len(by_name) < 2:
+        raise InputError(f"{source}: {SCALES_KEY}[{structure!r}] must map at least two scale names to labels")
+    # The file lists scales smallest first; sort by value to be robust to reordering.
+    pairs = sorted(((_label_values(v, n, source), n) for n, v in by_name.items()), key=lambda p: p[0])
+    if any(len(v) != 1 for v, _ in pairs):
+        raise InputError(f"{source}: each scale of {structure!r} must be a single label value")
+    scale_labels = tuple(v[0] for v, _ in pairs)
+    names = tuple(n for _, n in pairs)
+
+    labels = dataset_json["labels"]
+    ignore_label = None
+    regions: dict[str, tuple[int, ...]] = {}
+    all_values: set[int] = set()
+    for label_name, value in labels.items():
+        values = _label_values(value, label_name, source)
+        if label_name == "ignore":
+            ignore_label = values[0]
+            continue
+        all_values.update(values)
+        if values == (0,) or label_name == "background":
+            continue
+        regions[label_name] = values
+    missing = [v for v in scale_labels if v not in all_values or v == 0]
+    if missing:
+        raise InputError(
+            f"{source}: scale label(s) {missing} of {structure!r} are not among the labels "
+            f"{sorted(all_values)}"
+        )
+    multiclass = structure not in labels
+    if not multiclass and tuple(sorted(regions.get(structure, ()))) != scale_labels:
+        raise InputError(
+            f"{source}: label {structure!r} is {list(regions.get(structure, ()))} but its scales are "
+            f"{list(scale_labels)}; the structure's region must hold exactly its scale labels"
+        )
+    order = dataset_json.get("regions_class_order")
+    if not multiclass and order is None:
+        raise InputError(f"{source}: region-based labels need 'regions_class_order'")
+    return ScaleSpec(
+        structure=str(structure),
+        scale_labels=scale_labels,
+        scale_names=names,
+        regions=regions,
+        regions_class_order=None if order is None else tuple(int(v) for v in order),
+        ignore_label=ignore_label,
+        multiclass=multiclass,
+    )
+
+
+def multiclass_dataset_json(scale_dataset_json: Mapping[str, Any], source: str = "dataset.json") -> dict:
+    """The multi-class baseline variant of a scale-decomposed dataset.json.
+
+    Each scale becomes its own class (``"vessel_small": 1, ...``), the other labels keep
+    their values, and there are no regions, so nnU-Net trains a softmax over all classes
+    on the very same label files. The ``"scales"`` key is kept (now pointing at classes)
+    so that evaluation can merge the scale classes back into the whole structure.
+
+    Parameters
+    ----------
+    scale_dataset_json : mapping
+        dataset.json of a scale-decomposed dataset.
+    source : str, optional
+        Where it came from, for error messages.
+
+    Returns
+    -------
+    dataset_json : dict
+
+    References
+    ----------
+    .. [1] Sadikine et al., "Scale-specific auxiliary multi-task contrastive learning for
+           deep liver vessel segmentation", ISBI 2023, Table 1 ("multi-class" setting).
+
+    Examples
+    --------
+    >>> mc = multiclass_dataset_json(make_scale_dataset_json(4, 2, other_labels=["tumour"]))
+    >>> mc["labels"]
+    {'background': 0, 'vessel_small': 1, 'vessel_large': 2, 'tumour': 3}
+    >>> "regions_class_order" in mc
+    False
+    """
+    spec = read_scale_spec(scale_dataset_json, source)
+    if spec.multiclass:
+        raise InputError(f"{source} is already a multi-class variant")
+    labels: dict[str, Any] = {}
+    for label_name, value in scale_dataset_json["labels"].items():
+        if label_name == spec.structure:
+            for scale_name, scale_label in zip(spec.scale_names, spec.scale_labels):
+                labels[f"{spec.structure}_{scale_name}"] = scale_label
+        elif isinstance(value, (list, tuple)):
+            raise InputError(
+                f"{source}: label {label_name!r} is a region {value}; only the decomposed structure "
+                f"may be a region for the multi-class variant"
+            )
+        else:
+            labels[label_name] = value
+    # nnU-Net wants labels in increasing order of value, ignore last.
+    labels = dict(sorted(labels.items(), key=lambda kv: (kv[0] == "ignore", kv[1])))
+    out = {k: v for k, v in scale_dataset_json.items() if k not in ("labels", "regions_class_order")}
+    out["labels"] = labels
+    out[SCALES_KEY] = {spec.structure: dict(zip(spec.scale_names, spec.scale_labels))}
+    out["description"] = (
+        f"multi-class variant (one class per {spec.structure} scale) of "
+        f"{scale_dataset_json.get('name', source)}"
+    )
+    return out
+
+
+def load_dataset_json(path: str | os.PathLike) -> dict:
+    """Load a dataset.json (or the one inside a dataset folder) with a clear error.
+
+    Parameters
+    ----------
+    path : path-like
+        The file, or a folder holding ``dataset.json``.
+
+    Returns
+    -------
+    dataset_json : dict
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "dataset.json"
+    if not path.is_file():
+        raise InputError(f"missing file {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path} is not valid JSON: {e}") from None
+
+
+def write_dataset_json(dataset_json: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write a dataset.json atomically (temporary file, then rename).
+
+    Parameters
+    ----------
+    dataset_json : mapping
+        Content; tuples become lists.
+    path : path-like
+        The file, or a folder to write ``dataset.json`` into.
+
+    Returns
+    -------
+    path : Path
+        The file written.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     p = write_dataset_json(make_scale_dataset_json(1, 2), d)
+    ...     read_scale_spec(load_dataset_json(p)).scale_names
+    ('small', 'large')
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "dataset.json"
+    return write_json_atomic(dataset_json, path)
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars and arrays, Paths and tuples-in-sets show up in reports.
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, (os.PathLike, set, frozenset)):
+        return str(obj) if isinstance(obj, os.PathLike) else sorted(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def write_json_atomic(content: Any, path: str | os.PathLike) -> Path:
+    """Write JSON to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(content, f, indent=4, sort_keys=False, default=_json_default)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

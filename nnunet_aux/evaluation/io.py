@@ -1,0 +1,172 @@
+"""Finding, matching and reading segmentation files for folder evaluation.
+
+Files are read with SimpleITK, so every format nnU-Net's ``SimpleITKIO`` reads works
+(``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``, ``.mhd``, ``.gipl``). Arrays come in SimpleITK's
+axis order (``z, y, x`` for a volume) and spacings are reversed to match it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+#: File endings recognised as segmentations, longest first so ``.nii.gz`` wins over ``.gz``.
+SEGMENTATION_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".gipl")
+
+#: Tolerances of :func:`check_same_geometry`. nnU-Net copies the geometry of the input
+#: image into its predictions, possibly through float32; these absorb that round-off.
+SPACING_RTOL = 1e-4
+ORIGIN_ATOL_MM = 1e-3
+DIRECTION_ATOL = 1e-4
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Image grid of a file, in SimpleITK's (x, y, z) order."""
+
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+    @property
+    def array_spacing(self) -> tuple[float, ...]:
+        """Spacing in the axis order of the array (``z, y, x``)."""
+        return tuple(reversed(self.spacing))
+
+
+def case_name(filename: str, endings: Sequence[str] = SEGMENTATION_ENDINGS) -> str | None:
+    """Case identifier of a file name: the name without its ending; None if not an image.
+
+    Examples
+    --------
+    >>> case_name("liver_003.nii.gz"), case_name("summary.json")
+    ('liver_003', None)
+    """
+    for ending in sorted(endings, key=len, reverse=True):
+        if filename.endswith(ending) and len(filename) > len(ending):
+            return filename[: -len(ending)]
+    return None
+
+
+def find_cases(folder: str | os.PathLike, endings: Sequence[str] = SEGMENTATION_ENDINGS) -> dict[str, str]:
+    """Segmentation files of a folder by case name (not recursive).
+
+    Parameters
+    ----------
+    folder : path
+    endings : sequence of str, optional
+        File endings to accept.
+
+    Returns
+    -------
+    cases : dict of str to str
+        Case name to file path, sorted by case name.
+    """
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise ValueError(f"not a folder: {folder}")
+    cases: dict[str, str] = {}
+    for filename in sorted(os.listdir(folder)):
+        name = case_name(filename, endings)
+        path = os.path.join(folder, filename)
+        if name is None or not os.path.isfile(path):
+            continue
+        if name in cases:
+            raise ValueError(f"two files for case {name!r} in {folder}: {os.path.basename(cases[name])}, {filename}")
+        cases[name] = path
+    return dict(sorted(cases.items()))
+
+
+def match_cases(ref_cases: dict[str, str], pred_cases: dict[str, str], ref_dir: str, pred_dir: str) -> list[str]:
+    """Case names present in the reference, after checking each has a prediction.
+
+    Predictions without a reference are ignored (nnU-Net prediction folders may hold
+    more cases than a test set).
+
+    Raises
+    ------
+    ValueError
+        Listing every reference case without a prediction.
+    """
+    if not ref_cases:
+        raise ValueError(f"no segmentation files ({', '.join(SEGMENTATION_ENDINGS)}) in {ref_dir}")
+    missing = [name for name in ref_cases if name not in pred_cases]
+    if missing:
+        shown = ", ".join(missing[:20]) + (f" ... ({len(missing)} in all)" if len(missing) > 20 else "")
+        raise ValueError(f"{len(missing)} reference case(s) of {ref_dir} have no prediction in {pred_dir}: {shown}")
+    return list(ref_cases)
+
+
+def read_geometry(path: str | os.PathLike) -> Geometry:
+    """Grid of an image file, read from its header only."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(os.fspath(path))
+    reader.ReadImageInformation()
+    return Geometry(
+        size=tuple(int(s) for s in reader.GetSize()),
+        spacing=tuple(float(s) for s in reader.GetSpacing()),
+        origin=tuple(float(o) for o in reader.GetOrigin()),
+        direction=tuple(float(d) for d in reader.GetDirection()),
+    )
+
+
+def geometry_mismatch(ref: Geometry, pred: Geometry) -> str | None:
+    """What differs between two grids beyond the tolerances, or None if they match."""
+    if ref.size != pred.size:
+        return f"shape {ref.size} vs {pred.size}"
+    if not np.allclose(ref.spacing, pred.spacing, rtol=SPACING_RTOL, atol=0):
+        return f"spacing {ref.spacing} vs {pred.spacing}"
+    if not np.allclose(ref.origin, pred.origin, rtol=0, atol=ORIGIN_ATOL_MM):
+        return f"origin {ref.origin} vs {pred.origin}"
+    if not np.allclose(ref.direction, pred.direction, rtol=0, atol=DIRECTION_ATOL):
+        return f"direction {ref.direction} vs {pred.direction}"
+    return None
+
+
+def check_same_geometry(pairs: Sequence[tuple[str, str]]) -> None:
+    """Check that each (reference, prediction) pair of files shares its image grid.
+
+    Only headers are read. Size, spacing, origin and direction are compared with the
+    module tolerances ``SPACING_RTOL``, ``ORIGIN_ATOL_MM`` and ``DIRECTION_ATOL``.
+
+    Raises
+    ------
+    ValueError
+        Naming both files and what differs, for every mismatching pair.
+    """
+    problems = []
+    for ref_path, pred_path in pairs:
+        difference = geometry_mismatch(read_geometry(ref_path), read_geometry(pred_path))
+        if difference is not None:
+            problems.append(f"{ref_path} and {pred_path}: {difference}")
+    if problems:
+        raise ValueError("reference and prediction geometry differ:\n  " + "\n  ".join(problems))
+
+
+def read_segmentation(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...]]:
+    """Label map of a file and its spacing, both in array axis order.
+
+    Returns
+    -------
+    labels : ndarray of int
+        2D or 3D.
+    spacing : tuple of float
+        Spacing per array axis in mm.
+    """
+    image = sitk.ReadImage(os.fspath(path))
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError(f"{path}: segmentation must have one component per voxel")
+    array = sitk.GetArrayFromImage(image)
+    if array.ndim not in (2, 3):
+        raise ValueError(f"{path}: segmentation must be 2D or 3D, got {array.ndim}D")
+    if not np.issubdtype(array.dtype, np.integer):
+        rounded = np.rint(array)
+        if not np.array_equal(rounded, array):
+            raise ValueError(f"{path}: segmentation holds non-integer values")
+        array = rounded.astype(np.int32)
+    return array, tuple(reversed([float(s) for s in image.GetSpacing()]))

@@ -1,0 +1,8 @@
+"""Extra network parts built from the nnU-Net plan, kept outside nnU-Net's network."""
+
+from .auxiliary_decoder import AuxiliaryDecoder
+from .encoder_spec import EncoderSpec, check_encoder_decoder, decoder_convs_per_stage, encoder_spec, unwrap_network
+from .projection_head import ProjectionHead
+
+__all__ = ["AuxiliaryDecoder", "EncoderSpec", "ProjectionHead", "check_encoder_decoder",
+           "decoder_convs_per_stage", "encoder_spec", "unwrap_network"]

@@ -1,0 +1,28 @@
+"""Auxiliary losses and voxel sampling, pure torch (no nnU-Net import).
+
+- :mod:`.contrastive`: supervised contrastive loss between vessel scales
+  (Sadikine et al. 2023, Eq. 7-8).
+- :mod:`.simsiam`: class-weighted voxel-level SimSiam loss over several feature
+  layers (Lee, Chung and Shin, Eq. 4-7).
+- :mod:`.focal`: binary focal loss for multi-label presence classification (CMU-Net).
+- :mod:`.sampling`: which voxels of a batch enter the voxel-level losses.
+"""
+
+from .contrastive import ScaleContrastiveLoss, scale_contrastive_loss
+from .focal import FocalLoss, binary_focal_loss
+from .sampling import gather_voxels, sample_simsiam_voxels, sample_voxels, voxel_hardness
+from .simsiam import VoxelSimSiamLoss, simsiam_class_weights, voxel_simsiam_loss
+
+__all__ = [
+    "FocalLoss",
+    "ScaleContrastiveLoss",
+    "VoxelSimSiamLoss",
+    "binary_focal_loss",
+    "gather_voxels",
+    "sample_simsiam_voxels",
+    "sample_voxels",
+    "scale_contrastive_loss",
+    "simsiam_class_weights",
+    "voxel_hardness",
+    "voxel_simsiam_loss",
+]

@@ -1,0 +1,168 @@
+"""Scale-specific auxiliary decoders and the multi-scale contrastive loss (paper 1, Sect. 2.2-2.3)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...heads import AuxiliaryDecoder, EncoderSpec, ProjectionHead
+from ...losses import ScaleContrastiveLoss
+from ..seg_loss import with_ignore_channel
+from ..task import AuxBatch, AuxiliaryTask
+
+#: paper 1, Sect. 3.2 (Optuna-tuned for S = 3)
+PAPER_SCALE_WEIGHTS = (0.78, 0.48, 0.54)
+
+
+def default_scale_weights(n_scales: int) -> Tuple[float, ...]:
+    """lambda_s of Eq. 5: the paper's values for 3 scales; otherwise their mean (0.6) for every scale.
+
+    The paper tuned the weights for S = 3 only; for other S we keep the same total strength
+    per scale rather than guess a ranking.
+    """
+    if n_scales == len(PAPER_SCALE_WEIGHTS):
+        return PAPER_SCALE_WEIGHTS
+    mean = round(sum(PAPER_SCALE_WEIGHTS) / len(PAPER_SCALE_WEIGHTS), 4)
+    return (mean,) * n_scales
+
+
+class ScaleTask(AuxiliaryTask):
+    """One auxiliary decoder D_s per vessel scale, optionally with the scale contrastive loss.
+
+    Parameters
+    ----------
+    spec : EncoderSpec
+        The shared encoder E (nnU-Net's).
+    n_conv_per_stage : sequence of int
+        Convolutions per decoder stage, as nnU-Net's main decoder.
+    scale_labels : sequence of int
+        Label values of the scales in the dataset, smallest to largest.
+    scale_names : sequence of str
+        Their names (used for the logged loss terms).
+    make_seg_loss : callable
+        Builds nnU-Net's Dice + BCE loss with deep supervision (one per decoder).
+    deep_supervision : bool
+        Deep supervision on the auxiliary outputs, as on the main output.
+    scale_weights : sequence of float
+        lambda_s of Eq. 5.
+    contrastive_weight : float
+        lambda_c of Eq. 9; 0 builds no projection heads (the paper's lambda_c = 0 ablation).
+    temperature : float
+        tau of Eq. 8.
+    voxels_per_scale : int
+        Anchors drawn per scale and batch (bounds the loss's cost).
+    sampling : {'random', 'hard'}
+        How anchors are drawn; 'hard' prefers voxels the scale's own decoder misses.
+    embedding_dim, projection_hidden : int
+        Widths of proj_s (Eq. 6).
+
+    References
+    ----------
+    .. [1] Sadikine et al., "Scale-specific auxiliary multi-task contrastive learning for deep
+           liver vessel segmentation", ISBI 2023, Eq. 4-9.
+    """
+
+    name = "scale"
+
+    def __init__(self, spec: EncoderSpec, n_conv_per_stage: Sequence[int], scale_labels: Sequence[int],
+                 scale_names: Sequence[str], make_seg_loss: Callable[[], nn.Module], deep_supervision: bool,
+                 scale_weights: Sequence[float], contrastive_weight: float = 0.0, temperature: float = 0.94,
+                 voxels_per_scale: int = 512, sampling: str = "random", embedding_dim: int = 64,
+                 projection_hidden: Optional[int] = None):
+        super().__init__()
+        if len(scale_labels) < 2:
+            raise ValueError(f"need at least 2 scales, got labels {list(scale_labels)}")
+        if len(scale_weights) != len(scale_labels):
+            raise ValueError(f"{len(scale_labels)} scales need {len(scale_labels)} weights, got {list(scale_weights)}")
+        self.scale_labels = [int(v) for v in scale_labels]
+        self.scale_names = list(scale_names)
+        self.scale_weights = [float(w) for w in scale_weights]
+        self.contrastive_weight = float(contrastive_weight)
+        self.decoders = nn.ModuleList(
+            AuxiliaryDecoder(spec, 1, n_conv_per_stage, deep_supervision) for _ in self.scale_labels)
+        self.seg_losses = nn.ModuleList(make_seg_loss() for _ in self.scale_labels)
+        self.projections = None
+        self.contrastive = None
+        if self.contrastive_weight > 0:
+            width = spec.output_channels[-2]
+            hidden = projection_hidden or max(embedding_dim, width // 2)
+            self.projections = nn.ModuleList(
+                ProjectionHead(spec, width, hidden, embedding_dim) for _ in self.scale_labels)
+            self.contrastive = ScaleContrastiveLoss(temperature, voxels_per_scale, sampling)
+        self._settings = {
+            "scale_labels": self.scale_labels, "scale_names": self.scale_names,
+            "scale_weights": self.scale_weights, "contrastive_weight": self.contrastive_weight,
+            "temperature": temperature, "voxels_per_scale": voxels_per_scale, "sampling": sampling,
+            "embedding_dim": embedding_dim if self.projections is not None else None,
+            "projection_hidden": hidden if self.projections is not None else None,
+        }
+
+    def target_regions(self) -> List[Tuple[int, ...]]:
+        return [(v,) for v in self.scale_labels]
+
+    def hyperparameters(self) -> Dict[str, Any]:
+        return dict(self._settings)
+
+    def set_deep_supervision_enabled(self, enabled: bool) -> None:
+        for d in self.decoders:
+            d.deep_supervision = enabled
+
+    def forward(self, skips: List[torch.Tensor], main_output: Any) -> Dict[str, Any]:
+        logits, embeddings = [], []
+        for s, decoder in enumerate(self.decoders):
+            out, first = decoder(skips)
+            logits.append(out)
+            if self.projections is not None:
+                embeddings.append(self.projections[s](first))
+        return {"logits": logits, "embeddings": embeddings}
+
+    def loss_weights(self) -> Dict[str, float]:
+        weights = {f"scale_{n}": w for n, w in zip(self.scale_names, self.scale_weights)}
+        if self.contrastive is not None:
+            weights["contrastive"] = self.contrastive_weight
+        return weights
+
+    def compute_losses(self, outputs: Dict[str, Any], batch: AuxBatch) -> Dict[str, torch.Tensor]:
+        targets, valid = batch.targets, batch.valid
+        deep = isinstance(targets, list)
+        losses = {}
+        for s, name in enumerate(self.scale_names):
+            if deep:
+                t = [with_ignore_channel(tt[:, s:s + 1], None if valid is None else v) for tt, v in
+                     zip(targets, valid if valid is not None else [None] * len(targets))]
+            else:
+                t = with_ignore_channel(targets[:, s:s + 1], valid)
+            losses[f"scale_{name}"] = self.seg_losses[s](outputs["logits"][s], t)
+        if self.contrastive is not None:
+            losses["contrastive"] = self._contrastive_loss(outputs, targets, valid)
+        return losses
+
+    def _contrastive_loss(self, outputs, targets, valid) -> torch.Tensor:
+        emb = outputs["embeddings"]
+        size = emb[0].shape[2:]
+        # Scale labels at the resolution of the decoders' first stage: the lowest deep-supervision
+        # target has exactly that resolution; without deep supervision we downsample (nearest).
+        t = targets[-1] if isinstance(targets, list) else targets
+        v = (valid[-1] if isinstance(valid, list) else valid) if valid is not None else None
+        if tuple(t.shape[2:]) != tuple(size):
+            t = F.interpolate(t.float(), size=size, mode="nearest-exact") > 0.5
+            if v is not None:
+                v = F.interpolate(v.float(), size=size, mode="nearest-exact") > 0.5
+        present = t.any(1)
+        labels = torch.where(present, t.float().argmax(1) + 1, torch.zeros_like(present, dtype=torch.long))
+        # z_i^s: a voxel of scale s is embedded by proj_s of decoder D_s (Eq. 6).
+        stacked = torch.stack(emb, 0)  # (S, B, C, ...)
+        index = (labels.clamp(min=1) - 1)[None, :, None].expand(1, -1, stacked.shape[2], *labels.shape[1:])
+        embeddings = stacked.gather(0, index)[0]
+        hardness = None
+        if self.contrastive.sampling == "hard":
+            lowest = torch.cat([lg[-1] if isinstance(lg, list) else lg for lg in outputs["logits"]], 1)
+            if tuple(lowest.shape[2:]) != tuple(size):
+                lowest = F.interpolate(lowest.float(), size=size, mode="nearest-exact")
+            own = torch.sigmoid(lowest.float().detach()).gather(1, (labels.clamp(min=1) - 1)[:, None])[:, 0]
+            hardness = torch.where(labels > 0, 1 - own, torch.zeros_like(own))
+        return self.contrastive(embeddings, labels, valid_mask=None if v is None else v[:, 0],
+                                hardness=hardness)

@@ -1,0 +1,33 @@
+"""nnU-Net-style variants of a trainer: ``_smoke`` for tests and ``_Xepochs`` for real use."""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, Type
+
+import torch
+
+#: nnU-Net's training lengths (nnunetv2/training/nnUNetTrainer/variants/training_length)
+EPOCH_VARIANTS = (5, 10, 20, 50, 100, 250, 500, 750, 2000)
+
+
+def make_variants(base: Type, module: str, epochs: Iterable[int] = EPOCH_VARIANTS) -> Dict[str, Type]:
+    """Subclasses ``<name>_smoke`` (1 epoch of 5 training and 2 validation iterations) and
+    ``<name>_<X>epochs`` of ``base``, defined as if written in ``module`` (so nnU-Net finds
+    them by name and pickling works)."""
+    out = {}
+
+    def subclass(name: str, **attrs):
+        def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                     device: torch.device = torch.device("cuda")):
+            base.__init__(self, plans, configuration, fold, dataset_json, device)
+            for k, v in attrs.items():
+                setattr(self, k, v)
+
+        cls = type(name, (base,), {"__init__": __init__, "__module__": module, "__qualname__": name,
+                                   "__doc__": f"{base.__name__} with {attrs}."})
+        out[name] = cls
+
+    subclass(f"{base.__name__}_smoke", num_epochs=1, num_iterations_per_epoch=5, num_val_iterations_per_epoch=2)
+    for n in epochs:
+        subclass(f"{base.__name__}_{n}epochs", num_epochs=n)
+    return out
