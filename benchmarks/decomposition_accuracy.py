@@ -12,7 +12,7 @@ prints, per case and overall:
 Usage::
 
     python benchmarks/decomposition_accuracy.py [--seeds 0 1 2 3 4] [--shape 64 128 128]
-        [--radius-correction outer_face] [--min-branch-length 1.0]
+        [--radius-estimate area] [--radius-correction outer_face] [--min-branch-length 1.0]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from nnunet_aux.scales import RADIUS_CORRECTIONS, decompose_vessels
+from nnunet_aux.scales import RADIUS_CORRECTIONS, RADIUS_ESTIMATES, decompose_vessels
 from nnunet_aux.synthetic import generate_case
 
 
@@ -53,13 +53,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--shape", type=int, nargs=3, default=[64, 128, 128])
     parser.add_argument("--spacing", type=float, nargs=3, default=[1.0, 0.7, 0.7])
+    parser.add_argument("--radius-estimate", choices=RADIUS_ESTIMATES, default="area")
     parser.add_argument("--radius-correction", choices=RADIUS_CORRECTIONS, default="outer_face")
     parser.add_argument("--min-branch-length", type=float, default=1.0)
     parser.add_argument("--m-neighbours", type=int, default=8)
     args = parser.parse_args(argv)
 
-    settings = dict(radius_correction=args.radius_correction, min_branch_length=args.min_branch_length,
-                    m_neighbours=args.m_neighbours)
+    settings = dict(radius_estimate=args.radius_estimate, radius_correction=args.radius_correction,
+                    min_branch_length=args.min_branch_length, m_neighbours=args.m_neighbours)
     print(f"shape {tuple(args.shape)}, spacing {tuple(args.spacing)}, settings {settings}")
     print(f"{'seed':>4} {'voxels':>7} {'segments':>8} {'branches':>8} {'agreement':>9} "
           f"{'rad.err':>7} {'signed':>7} {'time s':>6}")

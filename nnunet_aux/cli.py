@@ -16,6 +16,7 @@ import argparse
 import importlib
 import importlib.util
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from . import __version__
@@ -52,10 +53,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _available(module: str) -> bool:
-    try:
+    # Look for the file rather than using importlib.util.find_spec, which would import
+    # the parent packages (slow for `nnunet_aux -h`).
+    parts = module.split(".")
+    if parts[0] != __package__:
         return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
+    base = Path(__file__).parent.joinpath(*parts[1:])
+    return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

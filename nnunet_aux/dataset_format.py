@@ -359,8 +359,8 @@ def multiclass_dataset_json(scale_dataset_json: Mapping[str, Any], source: str =
             labels[label_name] = value
     # nnU-Net wants labels in increasing order of value, ignore last.
     labels = dict(sorted(labels.items(), key=lambda kv: (kv[0] == "ignore", kv[1])))
-    out = {k: v for k, v in scale_dataset_json.items() if k not in ("labels", "regions_class_order")}
-    out["labels"] = labels
+    out = {k: (labels if k == "labels" else v) for k, v in scale_dataset_json.items()
+           if k != "regions_class_order"}
     out[SCALES_KEY] = {spec.structure: dict(zip(spec.scale_names, spec.scale_labels))}
     out["description"] = (
         f"multi-class variant (one class per {spec.structure} scale) of "

@@ -308,6 +308,11 @@ def test_bad_input_raises(kwargs, message):
         generate_case(**{"shape": (16, 32, 32), **kwargs})
 
 
+def test_volume_too_small_for_the_root_raises():
+    with pytest.raises(ValueError, match="no root"):
+        generate_tree((6, 6, 6), root_radius_mm=3.0)
+
+
 def test_bad_length_ratio_raises():
     with pytest.raises(ValueError, match="length_ratio"):
         generate_tree((16, 32, 32), length_ratio=(2.0, 5.0))

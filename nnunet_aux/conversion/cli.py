@@ -10,8 +10,27 @@ import os
 
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the descriptions' line breaks and shows every default."""
+class _Formatter(argparse.HelpFormatter):
+    """Wraps description paragraphs (keeping the layout of the data-contract text) and shows defaults."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = []
+        for paragraph in text.split("\n\n"):
+            if "\n" in paragraph:  # laid out by hand
+                paragraphs.append("\n".join(indent + line for line in paragraph.splitlines()))
+            else:
+                paragraphs.append(super()._fill_text(paragraph, width, indent))
+        return "\n\n".join(paragraphs)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        shown = not (action.default is None or action.default is False or action.default == argparse.SUPPRESS)
+        if shown and "%(default)" not in help_text:
+            default = action.default
+            if isinstance(default, (tuple, list)):
+                default = " ".join(str(d) for d in default)
+            help_text += f" (default: {default})"
+        return help_text
 
 
 _DATA_CONTRACT = """\

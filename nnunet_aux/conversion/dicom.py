@@ -80,6 +80,12 @@ def read_dicom_series(folder: Path | str) -> sitk.Image:
     Returns
     -------
     image : SimpleITK.Image
+
+    Examples
+    --------
+    >>> ct = read_dicom_series("3Dircadb1/3Dircadb1.1/PATIENT_DICOM")  # doctest: +SKIP
+    >>> ct.GetSize()  # doctest: +SKIP
+    (512, 512, 129)
     """
     files = slice_files(folder)
     reader = sitk.ImageSeriesReader()

@@ -99,6 +99,26 @@ def read_label_map(path: Path | str) -> tuple[np.ndarray, Geometry]:
     """Read a label map as an integer array ``(z, y, x)`` and its geometry.
 
     Float files are accepted only when every value is a whole number.
+
+    Parameters
+    ----------
+    path : path-like
+        A 3D label file.
+
+    Returns
+    -------
+    label : ndarray of int64
+    geometry : Geometry
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> g = Geometry((3, 2, 1), (0.5, 0.5, 2.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     write_array(np.ones((1, 2, 3), np.uint8), g, os.path.join(d, "l.nii.gz"))
+    ...     label, geometry = read_label_map(os.path.join(d, "l.nii.gz"))
+    >>> label.shape, geometry.spacing_zyx
+    ((1, 2, 3), (2.0, 0.5, 0.5))
     """
     image = read_image(path)
     array = sitk.GetArrayFromImage(image)
@@ -111,7 +131,11 @@ def read_label_map(path: Path | str) -> tuple[np.ndarray, Geometry]:
 
 
 def check_same_grid(image: Geometry, label: Geometry, image_file: Path | str, label_file: Path | str) -> None:
-    """Stop with a clear message when a label does not lie on its image's grid."""
+    """Stop with a clear message when a label does not lie on its image's grid.
+
+    Shape and spacing must agree (origin and direction are taken from the image when
+    writing, as nnU-Net only warns about them).
+    """
     if image.size != label.size:
         raise InputError(
             f"shape mismatch: {label_file} has shape {label.shape}, its image {image_file} has {image.shape}"

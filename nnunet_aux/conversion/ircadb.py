@@ -211,6 +211,11 @@ def convert_ircadb(
            a patient specific anatomical and medical image database", IRCAD, 2010.
     .. [2] Sadikine et al., "Scale-specific auxiliary multi-task contrastive learning for
            deep liver vessel segmentation", ISBI 2023, Sect. 3 (liver bounding box).
+
+    Examples
+    --------
+    >>> convert_ircadb("/data/3Dircadb1", 509, crop_liver=True, margin_mm=10)  # doctest: +SKIP
+    PosixPath('.../Dataset509_IRCADbVessels')
     """
     if margin_mm < 0:
         raise InputError(f"margin must be non-negative, got {margin_mm} mm")

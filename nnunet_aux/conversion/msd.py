@@ -97,6 +97,11 @@ def convert_msd_hepaticvessel(
     ----------
     .. [1] M. Antonelli et al., "The Medical Segmentation Decathlon", Nature
            Communications 13:4128, 2022.
+
+    Examples
+    --------
+    >>> convert_msd_hepaticvessel("/data/Task08_HepaticVessel", 508)  # doctest: +SKIP
+    PosixPath('.../Dataset508_MSDHepaticVessel')
     """
     folder = Path(source)
     if not folder.is_dir():

@@ -48,6 +48,16 @@ def make_multiclass_dataset(
     ----------
     .. [1] Sadikine et al., "Scale-specific auxiliary multi-task contrastive learning for
            deep liver vessel segmentation", ISBI 2023, Table 1.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from nnunet_aux.conversion import write_synthetic_dataset
+    >>> with tempfile.TemporaryDirectory() as raw:
+    ...     _ = write_synthetic_dataset(998, 1, shape=(16, 24, 24), raw_root=raw, true_scales=True,
+    ...                                 progress=False)
+    ...     make_multiclass_dataset(998, 997, raw_root=raw).name
+    'Dataset997_SyntheticVessels_multiclass'
     """
     folder = resolve_source(source, raw_root)
     dataset_json = multiclass_dataset_json(load_dataset_json(folder), str(folder / "dataset.json"))

@@ -141,6 +141,12 @@ def decompose_dataset(
     ----------
     .. [1] Sadikine et al., "Scale-specific auxiliary multi-task contrastive learning for
            deep liver vessel segmentation", ISBI 2023, Sect. 2.1.
+
+    Examples
+    --------
+    >>> decompose_dataset(8, 510, "vessel",
+    ...                   settings=DecompositionSettings(thresholds="dataset"))  # doctest: +SKIP
+    PosixPath('.../Dataset510_HepaticVessel_scales')
     """
     folder = resolve_source(source, raw_root)
     dataset_json = load_dataset_json(folder)

@@ -137,11 +137,11 @@ def write_synthetic_dataset(
     ]
     labels = SYNTHETIC_LABELS if tumours else {"background": 0, "vessel": 1}
     plan = plan_labels(labels, "vessel", n_scales)
-    scales_from = "generator's true scales" if true_scales else "decompose_vessels"
+    scales_from = "the generator's true scales" if true_scales else "decompose_vessels"
     return write_scale_dataset(
         jobs, plan, dataset_name(dataset_id, name), settings=settings, raw_root_folder=raw_root,
         overwrite=overwrite, num_processes=num_processes, progress=progress, channel_names={"0": "CT"},
-        description=f"synthetic vessel trees, {n_scales} scales from the {scales_from}",
+        description=f"synthetic vessel trees, {n_scales} scales from {scales_from}",
         report={"source": "nnunet_aux.synthetic.generate_case", "seed": int(seed),
                 "true_scales": bool(true_scales)},
     )

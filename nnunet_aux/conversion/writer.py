@@ -8,6 +8,7 @@ files into a temporary sibling folder and renames it into place at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import multiprocessing
 import os
@@ -59,7 +60,8 @@ class DecompositionSettings:
     quantiles: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        scale_names(self.n_scales)  # validates n_scales
+        if int(self.n_scales) != self.n_scales or self.n_scales < 2:
+            raise InputError(f"the number of scales must be an integer of at least 2, got {self.n_scales}")
         if self.thresholds not in THRESHOLD_MODES:
             raise InputError(f"thresholds must be one of {THRESHOLD_MODES}, got {self.thresholds!r}")
         if int(self.m_neighbours) != self.m_neighbours or self.m_neighbours < 1:
@@ -75,8 +77,12 @@ class DecompositionSettings:
                 raise InputError(f"fixed radii must be positive and increasing, got {list(radii)}")
         elif self.fixed_radii_mm is not None:
             raise InputError("fixed radii given, but the threshold mode is not 'fixed'")
-        if self.quantiles is not None and len(self.quantiles) != self.n_scales - 1:
-            raise InputError(f"need {self.n_scales - 1} quantile levels for {self.n_scales} scales")
+        if self.quantiles is not None:
+            q = tuple(self.quantiles)
+            if len(q) != self.n_scales - 1:
+                raise InputError(f"need {self.n_scales - 1} quantile levels for {self.n_scales} scales, got {list(q)}")
+            if any(not 0 < v < 1 for v in q) or any(b <= a for a, b in zip(q, q[1:])):
+                raise InputError(f"quantile levels must increase strictly inside (0, 1), got {list(q)}")
 
 
 @dataclass
@@ -133,14 +139,6 @@ def _decompose(mask: np.ndarray, spacing: Sequence[float], settings: Decompositi
     )
 
 
-def _branch_radii(result: Any) -> list[float]:
-    """Radii (mm) of a decomposition's branches, each branch once."""
-    radii = getattr(result, "branch_radii_mm", None)
-    if radii is None:
-        radii = [b.radius_mm for b in result.branches]
-    return [float(r) for r in np.asarray(radii, dtype=float).ravel()]
-
-
 def _voxel_counts(labels: np.ndarray, n_scales: int) -> dict[str, int]:
     counts = np.bincount(labels.ravel(), minlength=n_scales + 1)
     return {name: int(counts[i + 1]) for i, name in enumerate(scale_names(n_scales))}
@@ -184,14 +182,31 @@ def _process_case(job: CaseJob, out: Path, plan: LabelPlan, settings: Decomposit
         fixed = settings.fixed_radii_mm if settings.thresholds == "fixed" else None
         result = _decompose(mask, case.geometry.spacing_zyx, settings, fixed)
         if settings.thresholds == "dataset":
-            # Keep the expensive part (branches and radii) for pass 2 instead of redoing it.
-            work = out / ".work" / f"{job.split}_{job.case_id}.pkl"
-            with open(work, "wb") as f:
-                pickle.dump({"result": result, "label": label, "geometry": case.geometry}, f)
-            row.update(_work=str(work), _radii=_branch_radii(result), n_branches=len(result.branches))
+            _keep_for_pass_two(out / ".work" / f"{job.split}_{job.case_id}.pkl", result, label, case.geometry)
+            row.update(_work=str(out / ".work" / f"{job.split}_{job.case_id}.pkl"),
+                       _radii=result.branch_radii_mm.tolist(), n_branches=result.n_branches)
             return row
         scales, thresholds, n_branches = result.labels, result.thresholds_mm, len(result.branches)
     return _finish_labels(row, job, out, plan, label, scales, thresholds, n_branches, case.geometry, file_ending)
+
+
+def _keep_for_pass_two(path: Path, result: Any, label: np.ndarray, geometry: Geometry) -> None:
+    """Store what relabelling needs (branches, vessel voxels' branch ids, the label), compactly.
+
+    Whole-volume arrays would cost up to 12 bytes a voxel per case on disk; vessel voxels
+    are few, so their flat indices and branch ids are stored instead.
+    """
+    branch_ids = result.branch_ids.reshape(-1)
+    vessel = np.flatnonzero(branch_ids)
+    empty = np.zeros(0, dtype=np.uint8)
+    kept = {
+        "result": dataclasses.replace(result, labels=empty, radius_mm=empty, branch_ids=empty),
+        "vessel": vessel, "vessel_branch": branch_ids[vessel],
+        "label": label.astype(np.min_scalar_type(int(label.max()) if label.size else 0)),
+        "geometry": geometry,
+    }
+    with open(path, "wb") as f:
+        pickle.dump(kept, f, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _finish_labels(row: dict, job: CaseJob, out: Path, plan: LabelPlan, label: np.ndarray,
@@ -216,9 +231,12 @@ def _assign_case(item: tuple[CaseJob, dict], out: Path, plan: LabelPlan, thresho
     with open(work, "rb") as f:
         kept = pickle.load(f)
     work.unlink()
-    assigned = assign_scales(kept["result"], thresholds)
-    scales = getattr(assigned, "labels", assigned)
-    return _finish_labels(row, job, out, plan, kept["label"], scales, thresholds, row.get("n_branches"),
+    label = kept["label"]
+    branch_ids = np.zeros(label.size, dtype=kept["vessel_branch"].dtype)
+    branch_ids[kept["vessel"]] = kept["vessel_branch"]
+    result = dataclasses.replace(kept["result"], branch_ids=branch_ids.reshape(label.shape))
+    scales = assign_scales(result, thresholds).labels
+    return _finish_labels(row, job, out, plan, label, scales, thresholds, row.get("n_branches"),
                           kept["geometry"], file_ending)
 
 
@@ -228,6 +246,11 @@ def run_parallel(function: Callable[[Any], Any], items: Sequence[Any], num_proce
 
     ``function`` must be picklable (a module-level function or a ``functools.partial``
     of one). With ``num_processes <= 1`` (or a single item) everything runs here.
+
+    Examples
+    --------
+    >>> run_parallel(abs, [-1, 2, -3], progress=False)
+    [1, 2, 3]
     """
     items = list(items)
     if num_processes <= 1 or len(items) <= 1:

@@ -9,8 +9,9 @@ every vessel voxel with the scale of its branch (1 = smallest ... S = largest).
 """
 
 from .branches import SkeletonBranches, split_branches
-from .decomposition import Branch, ScaleDecomposition, assign_scales, decompose_vessels
-from .radius import RADIUS_CORRECTIONS, local_radii
+from .cross_section import cross_section_radii
+from .decomposition import RADIUS_ESTIMATES, Branch, ScaleDecomposition, assign_scales, decompose_vessels
+from .radius import RADIUS_CORRECTIONS, centreline_directions, local_radii
 from .skeleton import component_centreline
 from .surface import vessel_surface
 from .thresholds import default_quantiles, quantile_thresholds, scale_of_radius
@@ -18,10 +19,13 @@ from .thresholds import default_quantiles, quantile_thresholds, scale_of_radius
 __all__ = [
     "Branch",
     "RADIUS_CORRECTIONS",
+    "RADIUS_ESTIMATES",
     "ScaleDecomposition",
     "SkeletonBranches",
     "assign_scales",
+    "centreline_directions",
     "component_centreline",
+    "cross_section_radii",
     "decompose_vessels",
     "default_quantiles",
     "local_radii",

@@ -13,10 +13,14 @@ from tqdm.auto import tqdm
 
 from ._voxel_graph import adjacency_edges, connected_groups
 from .branches import split_branches
+from .cross_section import cross_section_radii
 from .radius import RADIUS_CORRECTIONS, centreline_directions, local_radii
 from .skeleton import component_centreline
 from .surface import surface_flags
 from .thresholds import quantile_thresholds, scale_of_radius
+
+#: Branch radius estimates understood by :func:`decompose_vessels`.
+RADIUS_ESTIMATES = ("area", "median")
 
 #: Centreline directions are fitted to the skeleton voxels within this many voxels.
 CENTRELINE_REACH_VOXELS = 2.5
@@ -108,6 +112,7 @@ def decompose_vessels(
     m_neighbours: int = 8,
     thresholds: Sequence[float] | None = None,
     quantiles: Sequence[float] | None = None,
+    radius_estimate: str = "area",
     radius_correction: str = "outer_face",
     min_branch_length: float = 1.0,
     progress: bool = False,
@@ -126,9 +131,20 @@ def decompose_vessels(
        radius, the median of its local radii (Eq. 2, :func:`split_branches`);
     5. every vessel voxel labelled with the branch of its nearest skeleton voxel
        (Eq. 3; nearest in mm, found with a KD-tree over the component's skeleton);
-    6. each branch given a scale by comparing its radius with ``n_scales - 1``
+    6. with ``radius_estimate="area"`` (default), the branch radius re-estimated from
+       the branch's volume per unit length (:func:`cross_section_radii`);
+    7. each branch given a scale by comparing its radius with ``n_scales - 1``
        thresholds: by default the quantiles of the branch radii of this volume (the
        first and third quartiles for 3 scales, as in the paper), or fixed radii.
+
+    Step 6 departs from the paper, where the branch radius is the median of Eq. 2.
+    On synthetic trees whose vessels are mostly 1 to 2 voxels in radius, the local
+    radii of Eq. 1 hardly separate a 0.7 mm vessel from a 1.2 mm one on a 0.7 mm
+    grid: the scales from Eq. 2 agree with the true scales on about 82 % of the
+    vessel voxels, those from the area on about 91 %, and the median radius error
+    drops from about 6 % to 1 % (12 seeded 64 x 128 x 128 trees,
+    ``benchmarks/RESULTS.md``).
+    ``radius_estimate="median"`` gives the paper's estimate.
 
     All distances are in mm; the work is bounded to the vessel voxels and to each
     component's bounding box, never the full image.
@@ -149,8 +165,13 @@ def decompose_vessels(
     quantiles : sequence of float, optional
         Quantile levels for the per-volume thresholds, see
         :func:`quantile_thresholds`; cannot be combined with ``thresholds``.
+    radius_estimate : {"area", "median"}, optional
+        Branch radius from the branch's mean cross-sectional area (default), or the
+        median of its local radii (Eq. 2, the paper's choice).
     radius_correction : {"outer_face", "half_voxel", "none"}, optional
-        Sub-voxel correction of the local radii, see :func:`local_radii`.
+        Sub-voxel correction of the local radii, see :func:`local_radii`. The local
+        radii give the branch radius with ``radius_estimate="median"``, and the
+        spur length limit in any case.
     min_branch_length : float, optional
         Spurs (branches hanging from a single junction) shorter than this many local
         radii at their junction are pruned, see :func:`split_branches`; 0 keeps all.
@@ -199,6 +220,8 @@ def decompose_vessels(
     fixed = None if thresholds is None else _check_thresholds(thresholds, n_scales)
     if quantiles is not None:
         quantile_thresholds([], n_scales, quantiles)  # validates the levels early
+    if radius_estimate not in RADIUS_ESTIMATES:
+        raise ValueError(f"radius_estimate must be one of {RADIUS_ESTIMATES}, got {radius_estimate!r}")
     if radius_correction not in RADIUS_CORRECTIONS:
         raise ValueError(f"radius_correction must be one of {RADIUS_CORRECTIONS}, got {radius_correction!r}")
     if isinstance(m_neighbours, bool) or int(m_neighbours) != m_neighbours or m_neighbours < 1:
@@ -213,29 +236,31 @@ def decompose_vessels(
     on_surface = surface_flags(coords, shape)
 
     voxel_branch = np.zeros(len(coords), dtype=np.int64)
-    radii, lengths = [], []
+    radii, lengths = [np.zeros(0)], [np.zeros(0)]
+    n_branches = 0
     members_of = np.split(np.argsort(component, kind="stable"), np.cumsum(np.bincount(component))[:-1])
     for members in tqdm(members_of if n_components else [], desc="vessel components", disable=not progress):
         branch, radius, length = _decompose_component(
-            coords[members], on_surface[members], shape, spacing, int(m_neighbours), radius_correction,
-            float(min_branch_length))
-        voxel_branch[members] = branch + sum(r.size for r in radii)
+            coords[members], on_surface[members], shape, spacing, int(m_neighbours), radius_estimate,
+            radius_correction, float(min_branch_length))
+        voxel_branch[members] = branch + n_branches
+        n_branches += radius.size
         radii.append(radius)
         lengths.append(length)
-    branch_radius = np.concatenate(radii) if radii else np.zeros(0)
-    branch_length = np.concatenate(lengths) if lengths else np.zeros(0)
+    branch_radius = np.concatenate(radii)
+    branch_length = np.concatenate(lengths)
 
     thresholds_mm = fixed if fixed is not None else quantile_thresholds(branch_radius, n_scales, quantiles)
     branch_ids = np.zeros(shape, dtype=np.int32)
-    branch_ids.flat[flat] = voxel_branch + 1
+    branch_ids.reshape(-1)[flat] = voxel_branch + 1
     radius_mm = np.zeros(shape, dtype=np.float32)
-    radius_mm.flat[flat] = branch_radius[voxel_branch]
-    n_voxels = np.bincount(voxel_branch, minlength=branch_radius.size)
+    radius_mm.reshape(-1)[flat] = branch_radius[voxel_branch]
+    n_voxels = np.bincount(voxel_branch, minlength=n_branches)
     unscaled = tuple(Branch(id=i + 1, n_voxels=int(n_voxels[i]), length_mm=float(branch_length[i]),
-                            radius_mm=float(branch_radius[i]), scale=0) for i in range(branch_radius.size))
+                            radius_mm=float(branch_radius[i]), scale=0) for i in range(n_branches))
     result = ScaleDecomposition(labels=np.zeros(shape, dtype=np.uint8), radius_mm=radius_mm, branch_ids=branch_ids,
                                 thresholds_mm=thresholds_mm, branches=unscaled, n_scales=n_scales, spacing=spacing)
-    return assign_scales(result, thresholds_mm)
+    return _with_scales(result, thresholds_mm, vessel=flat)
 
 
 def assign_scales(result: ScaleDecomposition, thresholds_mm: Sequence[float]) -> ScaleDecomposition:
@@ -269,6 +294,12 @@ def assign_scales(result: ScaleDecomposition, thresholds_mm: Sequence[float]) ->
     """
     if not isinstance(result, ScaleDecomposition):
         raise ValueError(f"result must be a ScaleDecomposition, got {type(result).__name__}")
+    return _with_scales(result, thresholds_mm)
+
+
+def _with_scales(result: ScaleDecomposition, thresholds_mm: Sequence[float],
+                 vessel: np.ndarray | None = None) -> ScaleDecomposition:
+    """``result`` labelled with ``thresholds_mm``; ``vessel``: flat indices of its vessel voxels, if known."""
     thresholds = np.asarray(thresholds_mm, dtype=np.float64).ravel()
     if thresholds.size == 0:
         raise ValueError("need at least one threshold (two scales)")
@@ -276,9 +307,11 @@ def assign_scales(result: ScaleDecomposition, thresholds_mm: Sequence[float]) ->
     thresholds = _check_thresholds(thresholds, n_scales)
     branch_scale = scale_of_radius(result.branch_radii_mm, thresholds)
     lookup = np.concatenate([[0], branch_scale]).astype(np.uint8)
+    branch_ids = result.branch_ids.reshape(-1)
+    if vessel is None:
+        vessel = np.flatnonzero(branch_ids)
     labels = np.zeros(result.branch_ids.shape, dtype=np.uint8)
-    vessel = np.flatnonzero(result.branch_ids)
-    labels.flat[vessel] = lookup[result.branch_ids.flat[vessel]]
+    labels.reshape(-1)[vessel] = lookup[branch_ids[vessel]]
     branches = tuple(dataclasses.replace(b, scale=int(s)) for b, s in zip(result.branches, branch_scale))
     return dataclasses.replace(result, labels=labels, thresholds_mm=thresholds, branches=branches, n_scales=n_scales)
 
@@ -289,6 +322,7 @@ def _decompose_component(
     shape: tuple[int, ...],
     spacing: tuple[float, float, float],
     m_neighbours: int,
+    radius_estimate: str,
     radius_correction: str,
     min_branch_length: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -305,9 +339,14 @@ def _decompose_component(
     sigma = local_radii(skeleton_mm, surface * spacing_arr, spacing=spacing, m_neighbours=m_neighbours,
                         correction=radius_correction, directions=directions)
     split = split_branches(skeleton, sigma, spacing=spacing, min_branch_length=min_branch_length)
-    kept = split.branch >= 0
-    _, nearest = cKDTree(skeleton[kept] * spacing_arr).query(coords * spacing_arr)
-    return split.branch[kept][nearest], split.radius_mm, split.length_mm
+    kept = np.flatnonzero(split.branch >= 0)
+    _, nearest = cKDTree(skeleton_mm[kept]).query(coords * spacing_arr)
+    radius = split.radius_mm
+    if radius_estimate == "area":
+        cells = np.bincount(kept[nearest], minlength=len(skeleton)) * float(np.prod(spacing_arr))
+        radius = cross_section_radii(skeleton, split.branch, cells, directions, split.radius_mm, spacing=spacing,
+                                     local_radius_mm=sigma)
+    return split.branch[kept][nearest], radius, split.length_mm
 
 
 def _check_mask(mask: np.ndarray) -> np.ndarray:

@@ -98,8 +98,9 @@ def local_radii(
         Measures to the far side of the surface voxel: adds its half-extent along
         ``u``, ``0.5 * sum_i |u_i| spacing_i``, which is the distance from the voxel
         centre to the plane that touches the voxel's outer corner (or face) and is
-        perpendicular to ``u``. On rasterised tubes of radius 3 to 6 voxels this is the
-        least biased of the three (about -3 % against about -8 % and -20 %).
+        perpendicular to ``u``. On rasterised tubes 3 to 6 voxels in radius (isotropic
+        grid) this is the least biased of the three (about -3 % against about -8 %
+        and -20 %).
 
     When the centreline voxel is itself a surface voxel (distance 0, as in a vessel
     one voxel thick), the direction is undefined and half the smallest spacing is

@@ -59,8 +59,10 @@ def component_centreline(coords: np.ndarray, *, spacing: Sequence[float] = (1.0,
     # image border like any vessel end.
     box = np.zeros(tuple(coords.max(axis=0) - low + 3), dtype=bool)
     box[tuple((coords - low + 1).T)] = True
-    skeleton = np.argwhere(skeletonize(box))
-    if len(skeleton) == 0:
+    thinned = skeletonize(box)
+    if not thinned.any():
         depth = ndi.distance_transform_edt(box, sampling=spacing)
-        skeleton = np.argwhere(depth >= depth.max() * (1 - 1e-9))
+        thinned = depth >= depth.max() * (1 - 1e-9)
+    # flatnonzero + unravel_index: several times faster than argwhere on a large box.
+    skeleton = np.column_stack(np.unravel_index(np.flatnonzero(thinned), box.shape))
     return skeleton - 1 + low

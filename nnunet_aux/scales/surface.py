@@ -29,12 +29,13 @@ def surface_flags(coords: np.ndarray, shape: tuple[int, ...], *, border_is_surfa
     flags : ndarray of bool, shape (n,)
     """
     coords = np.asarray(coords, dtype=np.int64)
-    neighbours = VoxelLookup(coords, shape).find(FACE_OFFSETS)
-    missing = neighbours < 0
+    missing = VoxelLookup(coords, shape).find(FACE_OFFSETS) < 0
     if not border_is_surface:
-        outside = coords[:, None, :] + FACE_OFFSETS[None]
-        outside = np.any((outside < 0) | (outside >= np.asarray(shape)), axis=2)
-        missing &= ~outside
+        # A face neighbour outside the volume is not background.
+        for k, offset in enumerate(FACE_OFFSETS):
+            axis = int(np.flatnonzero(offset)[0])
+            edge = 0 if offset[axis] < 0 else shape[axis] - 1
+            missing[coords[:, axis] == edge, k] = False
     return missing.any(axis=1)
 
 

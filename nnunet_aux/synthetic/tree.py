@@ -140,7 +140,7 @@ def default_root_radius(shape: Sequence[int], spacing: Sequence[float], min_radi
     Examples
     --------
     >>> round(default_root_radius((48, 96, 96), (1.0, 0.8, 0.8)), 2)
-    3.24
+    2.27
     >>> default_root_radius((200, 512, 512), (0.8, 0.7, 0.7))
     8.0
     """
@@ -173,8 +173,10 @@ def generate_tree(
     random plane. A segment becomes a tip when it is too thin to split (a child would
     fall below ``min_radius_mm``) or when ``n_tries`` random placements of its children
     all leave the organ or the volume, or come closer than one voxel to another
-    vessel. Segment lengths are ``length_ratio`` times the radius, so no segment is
-    shorter than 3 radii.
+    vessel. A segment's length is its radius times a ratio drawn from
+    ``length_ratio`` (never below 3: shorter segments are unrealistic); later placement
+    attempts draw shorter children, and children too thin to split again may run up
+    to twice the upper ratio, as terminal branches do.
 
     Parameters
     ----------
@@ -212,6 +214,12 @@ def generate_tree(
     segments : list of Segment
         ``segments[i].id == i + 1``; the root is ``segments[0]``.
 
+    Raises
+    ------
+    ValueError
+        On invalid parameters, or when no root of the requested radius fits in the
+        volume.
+
     References
     ----------
     .. [1] C. D. Murray, "The physiological principle of minimum work: I. The vascular
@@ -245,6 +253,8 @@ def generate_tree(
         raise ValueError(f"length_ratio must be (low, high) with 3 <= low <= high, got {length_ratio}")
     if not 0 < min_flow_fraction <= 0.5:
         raise ValueError(f"min_flow_fraction must lie in (0, 0.5], got {min_flow_fraction}")
+    if max_segments < 1:
+        raise ValueError(f"max_segments must be at least 1, got {max_segments}")
     if organ is None:
         organ = random_organ_ellipsoid(shape, spacing, seed=rng)
     grower = _TreeGrower(
@@ -267,6 +277,10 @@ def generate_tree(
             best = segments
         if len(best) >= 7 or root_radius_mm < min_radius_mm * 2 ** (1 / 3):
             break
+    if not best:
+        raise ValueError(f"no root of radius {root_radius_mm:.2f} mm fits in a volume of "
+                         f"{_extent_mm(shape, spacing).round(1).tolist()} mm; use a smaller "
+                         "root_radius_mm or a larger volume")
     return best
 
 
@@ -285,8 +299,10 @@ class _TreeGrower:
     gap: float
     n_tries: int
     segments: list[Segment] = field(default_factory=list)
+    index: _CentrelineIndex = field(default_factory=lambda: _CentrelineIndex())
 
     def grow(self, root_radius: float, max_segments: int) -> list[Segment]:
+        """Grow one tree from a fresh root; empty if no root fits."""
         self.segments = []
         self.index = _CentrelineIndex()
         root = self._place_root(root_radius)
@@ -328,7 +344,7 @@ class _TreeGrower:
                 # Extend back to the volume face the root comes through.
                 with np.errstate(divide="ignore"):
                     t = np.where(u > 0, hilum / u, np.where(u < 0, (hilum - self.extent) / u, np.inf))
-                start = hilum - u * np.min(t)
+                start = np.clip(hilum - u * np.min(t), 0, self.extent)
             outside = np.linalg.norm(hilum - start)
             length = outside + radius * self.rng.uniform(*self.length_ratio)
             points = self._centreline(start, u, length, radius, bend=0.3 * self.bend)
@@ -365,7 +381,8 @@ class _TreeGrower:
                 points = self._centreline(start, d, length, r, bend=self.bend)
                 children.append(Segment(id=0, parent=parent.id, radius_mm=r, points_mm=points))
             first, second = children
-            if self._fits(first, parent) and self._fits(second, parent) and self._apart(first, second, parent):
+            fit = self._fits(first, parent) and self._fits(second, parent)
+            if fit and self._apart(first, second, parent):
                 return first, second
         return None
 
@@ -395,7 +412,9 @@ class _TreeGrower:
     def _inside_box(self, points: np.ndarray) -> bool:
         return bool(np.all(points >= 0) and np.all(points <= self.extent))
 
-    def _centreline(self, start: np.ndarray, direction: np.ndarray, length: float, radius: float, bend: float) -> np.ndarray:
+    def _centreline(self, start: np.ndarray, direction: np.ndarray, length: float, radius: float,
+                    bend: float) -> np.ndarray:
+        """Polyline of a given arc length, straight or smoothly bent."""
         # Steps of about half a radius keep the polyline close to a smooth curve.
         n = max(2, int(np.ceil(length / np.clip(radius / 2, 0.25, 2.0))))
         ds = length / n

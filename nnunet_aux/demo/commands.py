@@ -1,0 +1,137 @@
+"""Running nnU-Net's console commands as subprocesses, with their output shown and logged."""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Mapping, Sequence, TextIO
+
+from ..errors import InputError
+
+#: Lines of a failed command's output repeated in the error message.
+TAIL_LINES = 25
+
+
+class CommandFailedError(RuntimeError):
+    """An nnU-Net command exited with an error; the message holds its last lines and log file."""
+
+
+def nnunet_executable(name: str) -> str:
+    """Path of an nnU-Net console script, e.g. ``nnUNetv2_train``.
+
+    The script beside the running Python interpreter is preferred, so that the demo uses
+    the nnU-Net of its own environment even when that environment is not activated.
+
+    Parameters
+    ----------
+    name : str
+        Name of the console script.
+
+    Returns
+    -------
+    path : str
+
+    Examples
+    --------
+    >>> os.path.basename(nnunet_executable("nnUNetv2_train"))
+    'nnUNetv2_train'
+    """
+    beside_python = Path(sys.executable).parent / name
+    if beside_python.is_file():
+        return str(beside_python)
+    found = shutil.which(name)
+    if found is None:
+        raise InputError(f"{name} was found neither beside {sys.executable} nor on PATH; is nnunetv2 installed?")
+    return found
+
+
+def nnunet_environment(workdir: str | os.PathLike, trainer_paths: Sequence[str],
+                       extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for nnU-Net commands whose data folders all lie inside ``workdir``.
+
+    nnU-Net reads its folders from the environment only; setting them here, for the
+    subprocesses alone, keeps the user's own ``nnUNet_raw`` etc. untouched.
+
+    Parameters
+    ----------
+    workdir : path-like
+        Folder that gets ``nnUNet_raw``, ``nnUNet_preprocessed`` and ``nnUNet_results``.
+    trainer_paths : sequence of str
+        Folders for ``nnUNet_extTrainer`` (searched in this order).
+    extra : mapping, optional
+        Further variables (e.g. ``nnUNet_n_proc_DA``).
+
+    Returns
+    -------
+    env : dict
+        A copy of ``os.environ`` with the nnU-Net variables set.
+
+    Examples
+    --------
+    >>> env = nnunet_environment("/tmp/demo", ["/a", "/b"])
+    >>> env["nnUNet_results"], env["nnUNet_extTrainer"] == os.pathsep.join(["/a", "/b"])
+    ('/tmp/demo/nnUNet_results', True)
+    """
+    root = Path(workdir).absolute()
+    env = dict(os.environ)
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        env[name] = str(root / name)
+    env["nnUNet_extTrainer"] = os.pathsep.join(trainer_paths)
+    # Python output through a pipe is block-buffered; unbuffered keeps the progress live.
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def run_command(command: Sequence[str], env: Mapping[str, str], log_file: str | os.PathLike,
+                stream: TextIO | None = sys.stdout) -> None:
+    """Run a command, copying its output to ``stream`` as it comes and to ``log_file``.
+
+    Parameters
+    ----------
+    command : sequence of str
+        Program and arguments.
+    env : mapping
+        The command's environment.
+    log_file : path-like
+        File that receives the command line and all output (stdout and stderr).
+    stream : text stream or None, optional
+        Where to show the output live; None shows nothing.
+
+    Raises
+    ------
+    CommandFailedError
+        The command exited with a non-zero status; the message holds the last
+        :data:`TAIL_LINES` lines of output and the log file's path.
+    """
+    log_file = Path(log_file)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    with open(log_file, "w", encoding="utf-8") as log:
+        log.write("$ " + " ".join(command) + "\n")
+        log.flush()
+        process = subprocess.Popen(list(command), env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, errors="replace", bufsize=1)
+        assert process.stdout is not None
+        try:
+            # Line by line; tqdm's carriage returns come through inside the lines.
+            for line in process.stdout:
+                log.write(line)
+                tail.append(line.rstrip("\n").split("\r")[-1])
+                if stream is not None:
+                    stream.write(line)
+                    stream.flush()
+            status = process.wait()
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+    if status != 0:
+        raise CommandFailedError(
+            f"{Path(command[0]).name} failed (exit status {status}). Last lines:\n"
+            + "\n".join(tail) + f"\nFull output: {log_file}"
+        )
