@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import Callable
 
 
-def _triple(kind: type) -> callable:
+def _triple(kind: type) -> Callable[[str], tuple]:
     def parse(text: str) -> tuple:
         parts = text.replace("x", ",").split(",")
         if len(parts) != 3:
@@ -58,32 +59,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "an interrupted training continues from its checkpoint")
     again.add_argument("--overwrite", action="store_true",
                        help="remove an earlier demo run's files from WORKDIR and start over")
-    p.add_argument("-np", "--num-processes", type=int, default=None,
+    p.add_argument("-np", "--num-processes", type=int, default=None, metavar="N",
                    help="worker processes for data generation, preprocessing and evaluation "
                         "(default: min(4, CPU count))")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="show only step headers and the results, not the nnU-Net commands' output "
                         "(it is always in WORKDIR/logs)")
     sizes = p.add_argument_group("sizes (override the full or --quick defaults)")
-    sizes.add_argument("--n-train", type=int, help=f"training cases including validation (full: {full.n_train})")
-    sizes.add_argument("--n-val", type=int, help=f"validation cases, the last training cases (full: {full.n_val})")
-    sizes.add_argument("--n-test", type=int, help=f"test cases (full: {full.n_test})")
+    sizes.add_argument("--n-train", type=int, metavar="N", help=f"training cases including validation (full: {full.n_train})")
+    sizes.add_argument("--n-val", type=int, metavar="N", help=f"validation cases, the last training cases (full: {full.n_val})")
+    sizes.add_argument("--n-test", type=int, metavar="N", help=f"test cases (full: {full.n_test})")
     sizes.add_argument("--shape", type=_triple(int), metavar="Z,Y,X",
                        help=f"volume shape in voxels (full: {','.join(map(str, full.shape))})")
     sizes.add_argument("--spacing", type=_triple(float), metavar="Z,Y,X",
                        help=f"voxel size in mm (full: {','.join(map(str, full.spacing))})")
-    sizes.add_argument("--seed", type=int, help=f"seed of the synthetic data (full: {full.seed})")
+    sizes.add_argument("--seed", type=int, metavar="N", help=f"seed of the synthetic data (full: {full.seed})")
     sizes.add_argument("--features", dest="features_per_stage", type=_int_list, metavar="F1,F2,...",
                        help=f"U-Net features per stage (full: {','.join(map(str, full.features_per_stage))})")
     sizes.add_argument("--patch-size", type=_triple(int), metavar="Z,Y,X",
                        help=f"training patch size (full: {','.join(map(str, full.patch_size))})")
-    sizes.add_argument("--batch-size", type=int, help=f"patches per step (full: {full.batch_size})")
-    sizes.add_argument("--epochs", dest="num_epochs", type=int, help=f"training epochs (full: {full.num_epochs})")
-    sizes.add_argument("--iterations", dest="iterations_per_epoch", type=int,
+    sizes.add_argument("--batch-size", type=int, metavar="N", help=f"patches per step (full: {full.batch_size})")
+    sizes.add_argument("--epochs", dest="num_epochs", type=int, metavar="N", help=f"training epochs (full: {full.num_epochs})")
+    sizes.add_argument("--iterations", dest="iterations_per_epoch", type=int, metavar="N",
                        help=f"training iterations per epoch (full: {full.iterations_per_epoch})")
-    sizes.add_argument("--val-iterations", dest="val_iterations_per_epoch", type=int,
+    sizes.add_argument("--val-iterations", dest="val_iterations_per_epoch", type=int, metavar="N",
                        help=f"validation iterations per epoch (full: {full.val_iterations_per_epoch})")
-    sizes.add_argument("--dataset-id", type=int, help=f"nnU-Net dataset ID inside WORKDIR (full: {full.dataset_id})")
+    sizes.add_argument("--dataset-id", type=int, metavar="N", help=f"nnU-Net dataset ID inside WORKDIR (full: {full.dataset_id})")
     p.set_defaults(func=run)
 
 

@@ -75,11 +75,11 @@ class DemoSettings:
     shape: tuple[int, int, int] = (48, 96, 96)
     spacing: tuple[float, float, float] = (1.0, 0.8, 0.8)
     seed: int = 0
-    features_per_stage: tuple[int, ...] = (16, 32, 64, 128)
+    features_per_stage: tuple[int, ...] = (8, 16, 32, 64)
     patch_size: tuple[int, int, int] = (32, 64, 64)
     batch_size: int = 2
-    num_epochs: int = 8
-    iterations_per_epoch: int = 15
+    num_epochs: int = 10
+    iterations_per_epoch: int = 12
     val_iterations_per_epoch: int = 2
 
     def __post_init__(self) -> None:
@@ -202,7 +202,9 @@ class _Demo:
         self.dataset_folder = self.raw / f"Dataset{settings.dataset_id:03d}_{DATASET_NAME}"
         self.preprocessed = workdir / "nnUNet_preprocessed" / self.dataset_folder.name
         self.logs = workdir / "logs"
-        extra = {"nnUNet_def_n_proc": str(num_processes)}
+        # nnU-Net's own pools (export and metrics after training) handle one validation case:
+        # one worker, as each spawned worker spends seconds importing nnU-Net.
+        extra = {"nnUNet_def_n_proc": "1"}
         if device == "cpu":
             # One augmentation worker beside the training process; more only compete for the cores.
             extra["nnUNet_n_proc_DA"] = os.environ.get("nnUNet_n_proc_DA", "1")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from ..errors import InputError
-from .layout import FINISHED, INTERRUPTED, NEEDS_VALIDATION, NEW
+from .layout import INTERRUPTED, NEEDS_VALIDATION, NEW
 
 DEVICES = ("cuda", "cpu", "mps")
 

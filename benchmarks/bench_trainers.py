@@ -1,0 +1,410 @@
+"""Cost of the scale trainers against stock nnU-Net: step time, memory, FLOPs, inference.
+
+Builds stock ``nnUNetTrainer``, ``nnUNetTrainerScaleAux`` and ``nnUNetTrainerScaleContrastive``
+in one process from a hand-written 3d_fullres plan (nnU-Net's plan format, no preprocessed
+dataset needed) and the scale data contract's dataset.json, feeds all three the same batch
+and reports, per trainer and relative to stock:
+
+* training step time: median of ``--steps`` ``train_step`` calls after ``--warmup`` calls,
+  interleaved (stock, aux, contrastive, stock, ...) so that load drift hits all three alike;
+* forward+backward FLOPs of one ``train_step`` (``torch.utils.flop_counter.FlopCounterMode``:
+  convolutions, transposed convolutions and matrix products; elementwise work not counted),
+  and the target ratio (time ratio) / (FLOP ratio) <= 1.10;
+* memory: on CUDA the step's peak allocated memory (``torch.cuda.max_memory_allocated``);
+  on the CPU, where torch keeps no allocator statistics, (a) the bytes autograd saves for
+  backward in one forward + loss (distinct storages, via ``saved_tensors_hooks``;
+  deterministic) and (b) the growth of the process's peak RSS over two steps, each trainer
+  in its own fresh subprocess (noisy: includes the allocator's caching);
+* the contrastive loss's own share of a ScaleContrastive step: ``ScaleTask._contrastive_loss``
+  forward + backward on the step's real embeddings and targets, against the median step time;
+* inference: the checkpoint network of ScaleContrastive is nnU-Net's own (same parameter
+  names, shapes and count; its weights load strictly into a stock-built network and give
+  the same output), and a forward of one patch in eval mode takes the same time.
+
+Targets are made as nnU-Net makes them: a synthetic label patch per sample
+(``nnunet_aux.synthetic.generate_case``, all three vessel scales and a tumour present) goes
+through each trainer's own validation transforms (region conversion, deep-supervision
+downsampling), so stock gets [vessel, tumour] and the scale trainers [vessel, tumour,
+scale 1, scale 2, scale 3] per level.
+
+Usage::
+
+    python benchmarks/bench_trainers.py [--patch 48 96 96] [--features 16 32 64 128 128]
+        [--batch 2] [--steps 10] [--warmup 2] [--threads 2] [--device cpu|cuda] [--no-rss]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List, Sequence
+
+import numpy as np
+
+TRAINERS = ("stock", "aux", "contrastive")
+
+DATASET_JSON = {
+    "channel_names": {"0": "CT"},
+    "labels": {"background": 0, "vessel": [1, 2, 3], "tumour": 4},
+    "regions_class_order": [1, 2],
+    "scales": {"vessel": {"small": 1, "medium": 2, "large": 3}},
+    "numTraining": 2,
+    "file_ending": ".nii.gz",
+    "name": "BenchVessels",
+}
+
+
+def make_plans(patch: Sequence[int], features: Sequence[int], batch_size: int) -> dict:
+    """An nnU-Net plans dict with one 3d_fullres configuration (PlainConvUNet, nnU-Net's defaults).
+
+    Strides halve every axis longer than 8 voxels at each stage after the first, as the
+    planner does for near-isotropic patches.
+    """
+    n = len(features)
+    strides, size = [[1, 1, 1]], np.array(patch)
+    for _ in range(n - 1):
+        s = [2 if d >= 8 else 1 for d in size]
+        strides.append(s)
+        size = size // np.array(s)
+    arch = {
+        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        "arch_kwargs": {
+            "n_stages": n, "features_per_stage": list(features), "conv_op": "torch.nn.modules.conv.Conv3d",
+            "kernel_sizes": [[3, 3, 3]] * n, "strides": strides, "n_conv_per_stage": [2] * n,
+            "n_conv_per_stage_decoder": [2] * (n - 1), "conv_bias": True,
+            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+            "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
+            "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True},
+        },
+        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+    }
+    spacing = [1.0, 0.8, 0.8]
+    return {
+        "dataset_name": "Dataset999_BenchVessels", "plans_name": "nnUNetPlans",
+        "original_median_spacing_after_transp": spacing, "original_median_shape_after_transp": list(patch),
+        "image_reader_writer": "SimpleITKIO", "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
+        "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": {"0": {
+            "max": 281.0, "mean": 130.8, "median": 159.9, "min": -48.0, "percentile_00_5": -9.4,
+            "percentile_99_5": 251.4, "std": 75.1}},
+        "configurations": {"3d_fullres": {
+            "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor",
+            "batch_size": batch_size, "patch_size": list(patch), "median_image_size_in_voxels": list(patch),
+            "spacing": spacing, "normalization_schemes": ["CTNormalization"], "use_mask_for_norm": [False],
+            "resampling_fn_data": "resample_data_or_seg_to_shape",
+            "resampling_fn_seg": "resample_data_or_seg_to_shape",
+            "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+            "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+            "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+            "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0,
+                                                   "force_separate_z": None},
+            "architecture": arch, "batch_dice": False,
+        }},
+    }
+
+
+def make_cases(patch: Sequence[int], batch_size: int, seed: int = 0):
+    """One (image, label) patch per sample, CT-normalised image, every scale and a tumour present."""
+    from nnunet_aux.synthetic import generate_case
+
+    images, labels = [], []
+    s = seed
+    while len(labels) < batch_size:
+        case = generate_case(tuple(patch), (1.0, 0.8, 0.8), seed=s, n_tumours=1)
+        s += 1
+        lab = case.labels()
+        if set(np.unique(lab).tolist()) != {0, 1, 2, 3, 4}:
+            continue
+        # nnU-Net's CTNormalization with the plan's foreground statistics
+        img = (np.clip(case.image, -9.4, 251.4) - 130.8) / 75.1
+        images.append(img.astype(np.float32))
+        labels.append(lab.astype(np.int16))
+    return images, labels
+
+
+def make_batch(trainer, images, labels) -> dict:
+    """The batch nnU-Net's data loader would give ``trainer``: its own validation transforms per sample."""
+    import torch
+
+    lm = trainer.label_manager
+    transforms = trainer.get_validation_transforms(
+        trainer._get_deep_supervision_scales(), is_cascaded=trainer.is_cascaded,
+        foreground_labels=lm.foreground_labels, regions=lm.foreground_regions if lm.has_regions else None,
+        ignore_label=lm.ignore_label)
+    samples = [transforms(image=torch.from_numpy(i[None]), segmentation=torch.from_numpy(s[None]))
+               for i, s in zip(images, labels)]
+    data = torch.stack([t["image"] for t in samples])
+    seg = samples[0]["segmentation"]
+    target = ([torch.stack([t["segmentation"][k] for t in samples]) for k in range(len(seg))]
+              if isinstance(seg, list) else torch.stack([t["segmentation"] for t in samples]))
+    return {"data": data, "target": target}
+
+
+def build_trainer(name: str, plans: dict, device):
+    """Construct and initialise one trainer, nnU-Net's console output swallowed."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from nnunet_aux.training.trainers import nnUNetTrainerScaleAux, nnUNetTrainerScaleContrastive
+
+    cls = {"stock": nnUNetTrainer, "aux": nnUNetTrainerScaleAux, "contrastive": nnUNetTrainerScaleContrastive}[name]
+    with contextlib.redirect_stdout(io.StringIO()):
+        # nnUNetv2_train adds (and the trainer pops) this key; each trainer gets its own copy
+        trainer = cls({**plans, "continue_training": False}, "3d_fullres", 0, DATASET_JSON, device)
+        trainer.initialize()
+    # nnU-Net switches to train mode in on_train_epoch_start, which the benchmark does not run
+    trainer.network.train()
+    if getattr(trainer, "training_model", None) is not None:
+        trainer.training_model.train()
+    return trainer
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(function: Callable[[], object], device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    function()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def step_flops(trainer, batch) -> int:
+    """Forward + backward FLOPs of one training step (convolutions and matrix products)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        trainer.train_step(batch)
+    return int(counter.get_total_flops())
+
+
+def saved_activation_bytes(trainer, batch) -> int:
+    """Bytes of the distinct storages autograd saves for backward in one forward + loss."""
+    import torch
+
+    storages: Dict[int, int] = {}
+
+    def pack(t):
+        if t.device.type != "meta" and not isinstance(t, torch.nn.Parameter):
+            s = t.untyped_storage()
+            storages[s.data_ptr()] = s.nbytes()
+        return t
+
+    data = batch["data"].to(trainer.device)
+    target = [t.to(trainer.device) for t in batch["target"]]
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        if hasattr(trainer, "_forward_and_losses"):
+            with trainer._autocast():
+                loss = trainer._forward_and_losses(data, target)[0]
+        else:
+            with torch.autocast(trainer.device.type, enabled=trainer.device.type == "cuda"):
+                loss = trainer.loss(trainer.network(data), target)
+    params = {p.untyped_storage().data_ptr() for p in trainer.network.parameters()}
+    if getattr(trainer, "aux_tasks", None) is not None:
+        params |= {p.untyped_storage().data_ptr() for p in trainer.aux_tasks.parameters()}
+    del loss
+    return int(sum(v for k, v in storages.items() if k not in params))
+
+
+def contrastive_loss_seconds(trainer, batch, repeats: int) -> float:
+    """Median time of the scale contrastive loss alone (forward + backward to the embeddings)."""
+    import torch
+
+    task = trainer.aux_tasks["scale"]
+    data = batch["data"].to(trainer.device)
+    target = [t.to(trainer.device) for t in batch["target"]]
+    _, aux_target, valid = trainer._target_layout.split_all(target)
+    with torch.no_grad(), trainer._autocast():
+        _, aux_out = trainer.training_model(data)
+    out = aux_out["scale"]
+    times = []
+    for _ in range(repeats + 1):
+        emb = [e.detach().float().requires_grad_(True) for e in out["embeddings"]]
+        outputs = {"logits": out["logits"], "embeddings": emb}
+
+        def run():
+            with trainer._autocast():
+                loss = task._contrastive_loss(outputs, aux_target, None)
+            loss.backward()
+
+        times.append(timed(run, trainer.device))
+    return float(np.median(times[1:]))
+
+
+def inference_check(trainers, patch, device, repeats: int) -> dict:
+    """Same network for inference: parameters, strict weight transfer, equal outputs, forward time."""
+    import torch
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    stock, contrastive = trainers["stock"], trainers["contrastive"]
+    nets = {}
+    for name in ("stock", "contrastive"):
+        t = trainers[name]
+        t.set_deep_supervision_enabled(False)
+        nets[name] = t.network.eval()
+    sd_s, sd_c = nets["stock"].state_dict(), nets["contrastive"].state_dict()
+    same_layout = list(sd_s) == list(sd_c) and all(sd_s[k].shape == sd_c[k].shape for k in sd_s)
+    n_params = {k: sum(p.numel() for p in n.parameters()) for k, n in nets.items()}
+    # what nnUNetv2_predict does with a ScaleContrastive checkpoint: build the stock network, load strictly
+    pm, cm = contrastive.plans_manager, contrastive.configuration_manager
+    arch = cm.network_arch_init_kwargs
+    rebuilt = nnUNetTrainer.build_network_architecture(
+        cm.network_arch_class_name, arch, cm.network_arch_init_kwargs_req_import,
+        len(DATASET_JSON["channel_names"]), contrastive.label_manager.num_segmentation_heads,
+        enable_deep_supervision=False).to(device).eval()
+    rebuilt.load_state_dict(sd_c, strict=True)
+    x = torch.randn(1, 1, *patch, device=device)
+    with torch.no_grad():
+        same_output = bool(torch.allclose(rebuilt(x), nets["contrastive"](x), atol=1e-5))
+    times = {k: [] for k in nets}
+    with torch.no_grad():
+        for name in nets:  # warm-up
+            nets[name](x)
+        for _ in range(repeats):
+            for name, net in nets.items():
+                times[name].append(timed(lambda: net(x), device))
+    return {"n_params": n_params, "same_layout": same_layout, "same_output": same_output,
+            "seconds": {k: float(np.median(v)) for k, v in times.items()}}
+
+
+def rss_child(name: str, args) -> None:
+    """Subprocess body: peak-RSS growth of two training steps of one trainer (printed as JSON)."""
+    import gc
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    plans = make_plans(args.patch, args.features, args.batch)
+    images, labels = make_cases(args.patch, args.batch, args.seed)
+    trainer = build_trainer(name, plans, torch.device("cpu"))
+    batch = make_batch(trainer, images, labels)
+    gc.collect()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(2):
+        trainer.train_step(batch)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"trainer": name, "before_kib": before, "after_kib": after}))
+
+
+def rss_growth(args) -> Dict[str, float]:
+    """Run :func:`rss_child` once per trainer in a fresh interpreter; MiB of peak-RSS growth."""
+    out = {}
+    for name in TRAINERS:
+        cmd = [sys.executable, os.path.abspath(__file__), "--_rss-child", name, "--patch", *map(str, args.patch),
+               "--features", *map(str, args.features), "--batch", str(args.batch), "--threads", str(args.threads),
+               "--seed", str(args.seed)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+        if proc.returncode != 0:
+            raise RuntimeError(f"RSS subprocess for {name} failed:\n{proc.stderr[-3000:]}")
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1]
+        r = json.loads(line)
+        out[name] = (r["after_kib"] - r["before_kib"]) / 1024
+    return out
+
+
+def main(argv: List[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patch", type=int, nargs=3, default=[48, 96, 96])
+    parser.add_argument("--features", type=int, nargs="+", default=[16, 32, 64, 128, 128])
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per trainer")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per trainer first")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-rss", action="store_true", help="skip the CPU peak-RSS subprocesses")
+    parser.add_argument("--_rss-child", dest="rss_child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    # nnU-Net reads its paths when first imported: point them at a scratch folder first.
+    scratch = tempfile.TemporaryDirectory(prefix="bench_trainers_")
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        os.environ[key] = os.path.join(scratch.name, key)
+        os.makedirs(os.environ[key], exist_ok=True)
+    os.environ.setdefault("nnUNet_compile", "false")
+    # initialize() infers the dataset format from the preprocessed folder's file endings; no data is read
+    data_folder = os.path.join(os.environ["nnUNet_preprocessed"], "Dataset999_BenchVessels", "nnUNetPlans_3d_fullres")
+    os.makedirs(data_folder, exist_ok=True)
+    open(os.path.join(data_folder, "placeholder.b2nd"), "w").close()
+    if args.rss_child:
+        rss_child(args.rss_child, args)
+        return
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    plans = make_plans(args.patch, args.features, args.batch)
+    images, labels = make_cases(args.patch, args.batch, args.seed)
+    trainers = {name: build_trainer(name, plans, device) for name in TRAINERS}
+    batches = {name: make_batch(t, images, labels) for name, t in trainers.items()}
+    lowest = batches["contrastive"]["target"][-1]
+    print(f"device {args.device}, {torch.get_num_threads()} threads, patch {tuple(args.patch)}, batch {args.batch}, "
+          f"features {tuple(args.features)}, deep-supervision levels {len(batches['stock']['target'])}, "
+          f"scale voxels at the lowest level {lowest[:, 2:].sum(dim=(0, 2, 3, 4)).tolist()}")
+    n_params = {k: sum(p.numel() for p in t._trainable_parameters()) if hasattr(t, "_trainable_parameters")
+                else sum(p.numel() for p in t.network.parameters()) for k, t in trainers.items()}
+
+    # step time (interleaved) and, on CUDA, peak allocated memory of a step
+    times = {k: [] for k in TRAINERS}
+    peak_mib = {}
+    for i in range(args.warmup + args.steps):
+        for name in TRAINERS:
+            t, b = trainers[name], batches[name]
+            if device.type == "cuda" and i == args.warmup:
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
+                seconds = timed(lambda: t.train_step(b), device)
+                peak_mib[name] = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+            else:
+                seconds = timed(lambda: t.train_step(b), device)
+            if i >= args.warmup:
+                times[name].append(seconds)
+    step = {k: float(np.median(v)) for k, v in times.items()}
+    flops = {k: step_flops(trainers[k], batches[k]) for k in TRAINERS}
+    saved = {k: saved_activation_bytes(trainers[k], batches[k]) / 2 ** 20 for k in TRAINERS}
+    loss_s = contrastive_loss_seconds(trainers["contrastive"], batches["contrastive"], max(args.steps, 5))
+    inference = inference_check(trainers, args.patch, device, max(args.steps // 2, 3))
+    rss = None if (device.type == "cuda" or args.no_rss) else rss_growth(args)
+
+    header = "| trainer | parameters | step time (s) | time ratio | GFLOP fwd+bwd | FLOP ratio | time/FLOP ratio " \
+             "| saved activations (MiB) | ratio |"
+    header += " peak RSS growth (MiB) | ratio |" if rss else ""
+    header += " step peak allocated (MiB) | ratio |" if peak_mib else ""
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
+    for k in TRAINERS:
+        tr, fr, sr = step[k] / step["stock"], flops[k] / flops["stock"], saved[k] / saved["stock"]
+        row = (f"| {k} | {n_params[k]:,} | {step[k]:.2f} (IQR {np.subtract(*np.percentile(times[k], [75, 25])):.2f})"
+               f" | {tr:.2f} | {flops[k] / 1e9:.1f} | {fr:.2f} | **{tr / fr:.2f}** | {saved[k]:.0f} | {sr:.2f} |")
+        if rss:
+            row += f" {rss[k]:.0f} | {rss[k] / rss['stock']:.2f} |"
+        if peak_mib:
+            row += f" {peak_mib[k]:.0f} | {peak_mib[k] / peak_mib['stock']:.2f} |"
+        print(row)
+    print(f"contrastive loss alone (forward + backward): {loss_s * 1e3:.1f} ms = "
+          f"{100 * loss_s / step['contrastive']:.2f} % of a ScaleContrastive step (target < 5 %)")
+    s = inference["seconds"]
+    print(f"inference network: parameters stock {inference['n_params']['stock']:,} / ScaleContrastive "
+          f"{inference['n_params']['contrastive']:,}, same parameter names and shapes: {inference['same_layout']}, "
+          f"ScaleContrastive weights in a stock-built network give the same output: {inference['same_output']}")
+    print(f"inference forward of one {tuple(args.patch)} patch (eval, no deep supervision): stock "
+          f"{s['stock']:.3f} s, ScaleContrastive {s['contrastive']:.3f} s, ratio {s['contrastive'] / s['stock']:.2f}")
+    scratch.cleanup()
+
+
+if __name__ == "__main__":
+    main()
