@@ -259,12 +259,9 @@ def inference_check(trainers, patch, device, repeats: int) -> dict:
     same_layout = list(sd_s) == list(sd_c) and all(sd_s[k].shape == sd_c[k].shape for k in sd_s)
     n_params = {k: sum(p.numel() for p in n.parameters()) for k, n in nets.items()}
     # what nnUNetv2_predict does with a ScaleContrastive checkpoint: build the stock network, load strictly
-    pm, cm = contrastive.plans_manager, contrastive.configuration_manager
-    arch = cm.network_arch_init_kwargs
     rebuilt = nnUNetTrainer.build_network_architecture(
-        cm.network_arch_class_name, arch, cm.network_arch_init_kwargs_req_import,
-        len(DATASET_JSON["channel_names"]), contrastive.label_manager.num_segmentation_heads,
-        enable_deep_supervision=False).to(device).eval()
+        contrastive.plans_manager, contrastive.configuration_manager, len(DATASET_JSON["channel_names"]),
+        contrastive.label_manager.num_segmentation_heads, enable_deep_supervision=False).to(device).eval()
     rebuilt.load_state_dict(sd_c, strict=True)
     x = torch.randn(1, 1, *patch, device=device)
     with torch.no_grad():
