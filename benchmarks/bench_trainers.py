@@ -7,29 +7,36 @@ and reports, per trainer and relative to stock:
 
 * training step time: median of ``--steps`` ``train_step`` calls after ``--warmup`` calls,
   interleaved (stock, aux, contrastive, stock, ...) so that load drift hits all three alike;
+  wall time and this process's CPU time (the latter is less sensitive to other jobs on a
+  shared machine, but counts OpenMP spin-waiting too);
 * forward+backward FLOPs of one ``train_step`` (``torch.utils.flop_counter.FlopCounterMode``:
   convolutions, transposed convolutions and matrix products; elementwise work not counted),
   and the target ratio (time ratio) / (FLOP ratio) <= 1.10;
 * memory: on CUDA the step's peak allocated memory (``torch.cuda.max_memory_allocated``);
   on the CPU, where torch keeps no allocator statistics, (a) the bytes autograd saves for
   backward in one forward + loss (distinct storages, via ``saved_tensors_hooks``;
-  deterministic) and (b) the growth of the process's peak RSS over two steps, each trainer
-  in its own fresh subprocess (noisy: includes the allocator's caching);
+  deterministic) and (b) the peak RSS of the first training step above the RSS before it
+  (``VmHWM`` reset through ``/proc/self/clear_refs``), each trainer in its own fresh
+  subprocess (includes gradients, momentum buffers and the allocator's caching);
 * the contrastive loss's own share of a ScaleContrastive step: ``ScaleTask._contrastive_loss``
-  forward + backward on the step's real embeddings and targets, against the median step time;
+  forward + backward on the step's real embeddings and targets, and the loss at its full
+  anchor budget (labels that give every scale enough voxels: its upper bound), against the
+  median step time;
 * inference: the checkpoint network of ScaleContrastive is nnU-Net's own (same parameter
   names, shapes and count; its weights load strictly into a stock-built network and give
   the same output), and a forward of one patch in eval mode takes the same time.
 
 Targets are made as nnU-Net makes them: a synthetic label patch per sample
-(``nnunet_aux.synthetic.generate_case``, all three vessel scales and a tumour present) goes
+(``nnunet_aux.synthetic.generate_case``, all three vessel scales and a tumour present, at
+2 x 1.6 x 1.6 mm with vessels of radius >= 2.5 mm so that every scale survives down to the
+lowest deep-supervision level, where the contrastive loss samples its anchors) goes
 through each trainer's own validation transforms (region conversion, deep-supervision
 downsampling), so stock gets [vessel, tumour] and the scale trainers [vessel, tumour,
 scale 1, scale 2, scale 3] per level.
 
 Usage::
 
-    python benchmarks/bench_trainers.py [--patch 48 96 96] [--features 16 32 64 128 128]
+    python benchmarks/bench_trainers.py [--patch 48 64 64] [--features 16 32 64 128 128]
         [--batch 2] [--steps 10] [--warmup 2] [--threads 2] [--device cpu|cuda] [--no-rss]
 """
 
@@ -118,7 +125,9 @@ def make_cases(patch: Sequence[int], batch_size: int, seed: int = 0):
     images, labels = [], []
     s = seed
     while len(labels) < batch_size:
-        case = generate_case(tuple(patch), (1.0, 0.8, 0.8), seed=s, n_tumours=1)
+        # coarse voxels and thick vessels: the scale contrastive loss works at the decoder's first
+        # stage (1/8 resolution here), where nnU-Net's nearest-exact downsampling drops thin vessels
+        case = generate_case(tuple(patch), (2.0, 1.6, 1.6), seed=s, n_tumours=1, min_radius_mm=2.5)
         s += 1
         lab = case.labels()
         if set(np.unique(lab).tolist()) != {0, 1, 2, 3, 4}:
@@ -244,6 +253,39 @@ def contrastive_loss_seconds(trainer, batch, repeats: int) -> float:
     return float(np.median(times[1:]))
 
 
+def contrastive_budget_seconds(trainer, batch, repeats: int) -> float:
+    """Median time of the contrastive loss with its full anchor budget (every scale has enough voxels).
+
+    Embeddings of the real shape and width; labels fill the patch with all scales, so that
+    ``voxels_per_scale`` anchors are drawn per scale: the loss's most expensive case.
+    """
+    import torch
+
+    task = trainer.aux_tasks["scale"]
+    data = batch["data"].to(trainer.device)
+    with torch.no_grad(), trainer._autocast():
+        _, aux_out = trainer.training_model(data)
+    emb0 = aux_out["scale"]["embeddings"][0]
+    n_scales = len(task.scale_labels)
+    # grow the grid until every scale has twice its anchor budget, whatever the plan's first-stage size
+    size = list(emb0.shape[2:])
+    while emb0.shape[0] * int(np.prod(size)) < 2 * n_scales * task.contrastive.n_per_class:
+        size = [2 * d for d in size]
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    labels = torch.randint(1, n_scales + 1, (emb0.shape[0], *size), generator=generator).to(emb0.device)
+    times = []
+    for _ in range(repeats + 1):
+        emb = torch.randn((emb0.shape[0], emb0.shape[1], *size), device=emb0.device, requires_grad=True)
+
+        def run():
+            with trainer._autocast():
+                loss = task.contrastive(emb, labels)
+            loss.backward()
+
+        times.append(timed(run, trainer.device))
+    return float(np.median(times[1:]))
+
+
 def inference_check(trainers, patch, device, repeats: int) -> dict:
     """Same network for inference: parameters, strict weight transfer, equal outputs, forward time."""
     import torch
@@ -277,44 +319,62 @@ def inference_check(trainers, patch, device, repeats: int) -> dict:
             "seconds": {k: float(np.median(v)) for k, v in times.items()}}
 
 
+def _rss_kib(field: str) -> int:
+    """``VmRSS`` (current) or ``VmHWM`` (peak) of this process, KiB, from /proc."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
 def rss_child(name: str, args) -> None:
-    """Subprocess body: peak-RSS growth of two training steps of one trainer (printed as JSON)."""
+    """Subprocess body: peak RSS of the first training step of one trainer above the RSS before them (JSON)."""
     import gc
 
     import torch
 
     torch.set_num_threads(args.threads)
     plans = make_plans(args.patch, args.features, args.batch)
-    images, labels = make_cases(args.patch, args.batch, args.seed)
+    cases = np.load(args.cases)
     trainer = build_trainer(name, plans, torch.device("cpu"))
-    batch = make_batch(trainer, images, labels)
+    batch = make_batch(trainer, list(cases["images"]), list(cases["labels"]))
+    del cases
     gc.collect()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for _ in range(2):
-        trainer.train_step(batch)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"trainer": name, "before_kib": before, "after_kib": after}))
+    before = _rss_kib("VmRSS")
+    try:
+        # Linux >= 4.0: writing 5 resets the peak (VmHWM) to the current RSS
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        reset = True
+    except OSError:
+        reset = False
+    # the first step's peak: activations, gradients and the optimizer's momentum buffers
+    trainer.train_step(batch)
+    after = _rss_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"trainer": name, "before_kib": before, "peak_kib": after, "peak_reset": reset}))
 
 
-def rss_growth(args) -> Dict[str, float]:
-    """Run :func:`rss_child` once per trainer in a fresh interpreter; MiB of peak-RSS growth."""
+def rss_growth(args, images, labels, scratch: str) -> Dict[str, float]:
+    """Run :func:`rss_child` once per trainer in a fresh interpreter; MiB of peak RSS above the start."""
+    path = os.path.join(scratch, "cases.npz")
+    np.savez(path, images=np.stack(images), labels=np.stack(labels))
     out = {}
     for name in TRAINERS:
-        cmd = [sys.executable, os.path.abspath(__file__), "--_rss-child", name, "--patch", *map(str, args.patch),
-               "--features", *map(str, args.features), "--batch", str(args.batch), "--threads", str(args.threads),
-               "--seed", str(args.seed)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+        cmd = [sys.executable, os.path.abspath(__file__), "--_rss-child", name, "--_cases", path,
+               "--patch", *map(str, args.patch), "--features", *map(str, args.features),
+               "--batch", str(args.batch), "--threads", str(args.threads)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", env=os.environ.copy())
         if proc.returncode != 0:
             raise RuntimeError(f"RSS subprocess for {name} failed:\n{proc.stderr[-3000:]}")
-        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1]
-        r = json.loads(line)
-        out[name] = (r["after_kib"] - r["before_kib"]) / 1024
+        r = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
+        out[name] = (r["peak_kib"] - r["before_kib"]) / 1024
     return out
 
 
 def main(argv: List[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--patch", type=int, nargs=3, default=[48, 96, 96])
+    parser.add_argument("--patch", type=int, nargs=3, default=[48, 64, 64])
     parser.add_argument("--features", type=int, nargs="+", default=[16, 32, 64, 128, 128])
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per trainer")
@@ -324,6 +384,7 @@ def main(argv: List[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-rss", action="store_true", help="skip the CPU peak-RSS subprocesses")
     parser.add_argument("--_rss-child", dest="rss_child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--_cases", dest="cases", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     # nnU-Net reads its paths when first imported: point them at a scratch folder first.
@@ -342,12 +403,21 @@ def main(argv: List[str] | None = None) -> None:
 
     import torch
 
+    clock = [time.perf_counter()]
+
+    def phase(what: str) -> None:
+        # progress on stderr, so that stdout holds only the results
+        now = time.perf_counter()
+        print(f"[{what}: {now - clock[0]:.0f} s]", file=sys.stderr, flush=True)
+        clock[0] = now
+
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     plans = make_plans(args.patch, args.features, args.batch)
     images, labels = make_cases(args.patch, args.batch, args.seed)
     trainers = {name: build_trainer(name, plans, device) for name in TRAINERS}
     batches = {name: make_batch(t, images, labels) for name, t in trainers.items()}
+    phase("setup")
     lowest = batches["contrastive"]["target"][-1]
     print(f"device {args.device}, {torch.get_num_threads()} threads, patch {tuple(args.patch)}, batch {args.batch}, "
           f"features {tuple(args.features)}, deep-supervision levels {len(batches['stock']['target'])}, "
@@ -356,44 +426,67 @@ def main(argv: List[str] | None = None) -> None:
                 else sum(p.numel() for p in t.network.parameters()) for k, t in trainers.items()}
 
     # step time (interleaved) and, on CUDA, peak allocated memory of a step
-    times = {k: [] for k in TRAINERS}
+    wall = {k: [] for k in TRAINERS}
+    cpu = {k: [] for k in TRAINERS}
     peak_mib = {}
     for i in range(args.warmup + args.steps):
         for name in TRAINERS:
             t, b = trainers[name], batches[name]
-            if device.type == "cuda" and i == args.warmup:
+            measure_peak = device.type == "cuda" and i == args.warmup
+            if measure_peak:
                 torch.cuda.reset_peak_memory_stats(device)
                 base = torch.cuda.memory_allocated(device)
-                seconds = timed(lambda: t.train_step(b), device)
+            start_cpu = time.process_time()
+            seconds = timed(lambda: t.train_step(b), device)
+            if measure_peak:
                 peak_mib[name] = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
-            else:
-                seconds = timed(lambda: t.train_step(b), device)
             if i >= args.warmup:
-                times[name].append(seconds)
-    step = {k: float(np.median(v)) for k, v in times.items()}
+                wall[name].append(seconds)
+                cpu[name].append(time.process_time() - start_cpu)
+    step = {k: float(np.median(v)) for k, v in wall.items()}
+    step_cpu = {k: float(np.median(v)) for k, v in cpu.items()}
+    phase("timed steps")
     flops = {k: step_flops(trainers[k], batches[k]) for k in TRAINERS}
+    phase("FLOP count")
     saved = {k: saved_activation_bytes(trainers[k], batches[k]) / 2 ** 20 for k in TRAINERS}
+    phase("saved activations")
     loss_s = contrastive_loss_seconds(trainers["contrastive"], batches["contrastive"], max(args.steps, 5))
+    budget_s = contrastive_budget_seconds(trainers["contrastive"], batches["contrastive"], max(args.steps, 5))
+    phase("contrastive loss")
     inference = inference_check(trainers, args.patch, device, max(args.steps // 2, 3))
-    rss = None if (device.type == "cuda" or args.no_rss) else rss_growth(args)
+    phase("inference")
+    rss = None if (device.type == "cuda" or args.no_rss) else rss_growth(args, images, labels, scratch.name)
+    phase("peak RSS subprocesses")
 
-    header = "| trainer | parameters | step time (s) | time ratio | GFLOP fwd+bwd | FLOP ratio | time/FLOP ratio " \
-             "| saved activations (MiB) | ratio |"
-    header += " peak RSS growth (MiB) | ratio |" if rss else ""
+    def iqr(values):
+        return float(np.subtract(*np.percentile(values, [75, 25])))
+
+    print("\n| trainer | trainable parameters | GFLOP fwd+bwd | FLOP ratio | step wall time (s), median (IQR) "
+          "| wall ratio | **wall / FLOP** | step CPU time (s) | CPU ratio | CPU / FLOP |")
+    print("|---" * 10 + "|")
+    for k in TRAINERS:
+        fr, wr, cr = flops[k] / flops["stock"], step[k] / step["stock"], step_cpu[k] / step_cpu["stock"]
+        print(f"| {k} | {n_params[k]:,} | {flops[k] / 1e9:.1f} | {fr:.2f} | {step[k]:.2f} ({iqr(wall[k]):.2f}) "
+              f"| {wr:.2f} | **{wr / fr:.2f}** | {step_cpu[k]:.2f} | {cr:.2f} | {cr / fr:.2f} |")
+    header = "\n| trainer | saved activations (MiB) | ratio |"
+    header += " peak RSS above start, 1 step (MiB) | ratio |" if rss else ""
     header += " step peak allocated (MiB) | ratio |" if peak_mib else ""
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     for k in TRAINERS:
-        tr, fr, sr = step[k] / step["stock"], flops[k] / flops["stock"], saved[k] / saved["stock"]
-        row = (f"| {k} | {n_params[k]:,} | {step[k]:.2f} (IQR {np.subtract(*np.percentile(times[k], [75, 25])):.2f})"
-               f" | {tr:.2f} | {flops[k] / 1e9:.1f} | {fr:.2f} | **{tr / fr:.2f}** | {saved[k]:.0f} | {sr:.2f} |")
+        row = f"| {k} | {saved[k]:.0f} | {saved[k] / saved['stock']:.2f} |"
         if rss:
             row += f" {rss[k]:.0f} | {rss[k] / rss['stock']:.2f} |"
         if peak_mib:
             row += f" {peak_mib[k]:.0f} | {peak_mib[k] / peak_mib['stock']:.2f} |"
         print(row)
+    print()
     print(f"contrastive loss alone (forward + backward): {loss_s * 1e3:.1f} ms = "
           f"{100 * loss_s / step['contrastive']:.2f} % of a ScaleContrastive step (target < 5 %)")
+    anchors = trainers["contrastive"].aux_tasks["scale"].contrastive
+    print(f"contrastive loss at its full anchor budget ({anchors.n_per_class} per scale, "
+          f"{len(trainers['contrastive'].aux_tasks['scale'].scale_labels)} scales): {budget_s * 1e3:.1f} ms = "
+          f"{100 * budget_s / step['contrastive']:.2f} % of a step (upper bound)")
     s = inference["seconds"]
     print(f"inference network: parameters stock {inference['n_params']['stock']:,} / ScaleContrastive "
           f"{inference['n_params']['contrastive']:,}, same parameter names and shapes: {inference['same_layout']}, "

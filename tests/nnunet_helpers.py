@@ -22,7 +22,7 @@ def command(name: str) -> str:
 def run(args: Sequence[str], env: Dict[str, str], timeout: int = 900, cwd=None) -> subprocess.CompletedProcess:
     """Run a command; on failure, fail with the tail of its output."""
     proc = subprocess.run([command(args[0]), *map(str, args[1:])], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, encoding="utf-8", errors="replace", timeout=timeout)
     if proc.returncode != 0:
         tail = (proc.stdout[-4000:] + "\n---stderr---\n" + proc.stderr[-6000:])
         raise AssertionError(f"{' '.join(map(str, args))} failed with exit code {proc.returncode}:\n{tail}")
@@ -53,7 +53,8 @@ def nnunet_env(root: Path, **extra: str) -> Dict[str, str]:
     env = dict(os.environ)
     env.update(nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "preprocessed"),
                nnUNet_results=str(root / "results"), nnUNet_extTrainer=trainer_path(),
-               nnUNet_n_proc_DA="1", nnUNet_compile="false", OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1")
+               nnUNet_n_proc_DA="1", nnUNet_compile="false", OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1",
+               PYTHONIOENCODING="utf-8")
     env.update(extra)
     for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         Path(env[k]).mkdir(parents=True, exist_ok=True)

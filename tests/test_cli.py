@@ -39,7 +39,7 @@ def test_top_level_help_lists_commands_without_importing_them():
     code = ("import sys; from nnunet_aux.cli import main\n"
             "try:\n    main(['-h'])\nexcept SystemExit:\n    pass\n"
             "print('LOADED', [m for m in ('SimpleITK', 'torch', 'nnunet_aux.conversion.writer') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", errors="replace", check=True).stdout
     for command in ("synth", "decompose", "multiclass", "convert", "trainer-path"):
         assert command in out
     assert "LOADED []" in out
@@ -68,7 +68,7 @@ def test_user_error_gives_message_and_exit_code_2(tmp_path, capsys):
 def test_console_script_error_has_no_traceback(tmp_path):
     env = dict(os.environ, nnUNet_raw=str(tmp_path))
     result = subprocess.run([str(BIN / "nnunet_aux"), "decompose", "-d", "42", "-o", "43"], capture_output=True,
-                            text=True, env=env)
+                            text=True, encoding="utf-8", errors="replace", env=env)
     assert result.returncode == 2
     assert result.stderr.strip() == f"nnunet_aux decompose: error: found no dataset with ID 42 in {tmp_path}"
 
@@ -97,7 +97,7 @@ def test_synth_then_nnunet_plan_and_preprocess_with_verification(tmp_path):
     subprocess.run([str(BIN / "nnunet_aux"), "synth", "-d", "941", "-n", "3", "--n-test", "1", "--shape", "24",
                     "32", "32", "-np", "1", "--no-progress"], env=env, check=True, capture_output=True)
     result = subprocess.run([str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", "941", "-c", "3d_fullres",
-                             "--verify_dataset_integrity", "-np", "1"], env=env, capture_output=True, text=True)
+                             "--verify_dataset_integrity", "-np", "1"], env=env, capture_output=True, text=True, encoding="utf-8", errors="replace")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "verify_dataset_integrity Done" in result.stdout
     pre = tmp_path / "pre" / "Dataset941_SyntheticVessels"

@@ -110,6 +110,8 @@ def test_workdir_refused_unless_demo_and_asked(tmp_path):
         with pytest.raises(InputError, match="not a demo folder"):
             _prepare_workdir(tmp_path, settings, **flags)
     assert (tmp_path / "mine.txt").read_text() == "keep"
+    with pytest.raises(InputError, match="not a folder"):
+        _prepare_workdir(tmp_path / "mine.txt", settings, resume=False, overwrite=False)
 
 
 def test_workdir_resume_and_overwrite(tmp_path):

@@ -490,7 +490,7 @@ def test_experiment_end_to_end_and_resume(scale_dataset, tmp_path):
                 "--folds", "0", "1", "--trainers", *trainers]
 
     start = time.perf_counter()
-    first = subprocess.run(command(trainers), env=env, capture_output=True, text=True, timeout=1500)
+    first = subprocess.run(command(trainers), env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=1500)
     first_seconds = time.perf_counter() - start
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
 
@@ -513,7 +513,7 @@ def test_experiment_end_to_end_and_resume(scale_dataset, tmp_path):
 
     # rerun: nothing is retrained, evaluations come from the cache
     start = time.perf_counter()
-    second = subprocess.run(command(trainers), env=env, capture_output=True, text=True, timeout=600)
+    second = subprocess.run(command(trainers), env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600)
     second_seconds = time.perf_counter() - start
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert [p.stat().st_mtime for p in checkpoints] == mtimes
@@ -524,7 +524,7 @@ def test_experiment_end_to_end_and_resume(scale_dataset, tmp_path):
     # a killed run: validation missing -> --val; checkpoint_latest only -> --c (seen in the log)
     fold = results / "nnUNetTrainerTiny_test__nnUNetPlans__3d_fullres" / "fold_1"
     shutil.rmtree(fold / "validation")
-    third = subprocess.run(command(trainers), env=env, capture_output=True, text=True, timeout=600)
+    third = subprocess.run(command(trainers), env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600)
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
     log = (out / "logs" / "nnUNetTrainerTiny_test__fold_1.log").read_text()
     assert "3d_fullres 1 -tr nnUNetTrainerTiny_test -p nnUNetPlans -device cpu --val" in log

@@ -77,7 +77,8 @@ def test_mask_filling_the_volume():
 
 # --- straight tubes -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("estimate, tolerance", [("area", 0.05), ("median", 0.15)])
+@pytest.mark.parametrize("estimate, tolerance",
+                         [("min_area_moments", 0.05), ("area", 0.05), ("moments", 0.05), ("median", 0.15)])
 def test_straight_cylinder_anisotropic(estimate, tolerance):
     shape, radius = (30, 30, 30), 2.8  # 4 voxels in-plane, 2.8 voxels along z
     mask = capsule(shape, ANISO, (4.0, 10.5, 4.0), (25.0, 10.5, 16.0), radius)
@@ -174,6 +175,37 @@ def test_y_shape_three_radii():
         assert np.mean(result.labels[part] == scale[name]) > 0.8
 
 
+def test_junction_voxels_do_not_take_the_childrens_start():
+    # Truth as the synthetic trees define it: a voxel belongs to the nearest centreline
+    # among the tubes that contain it. The skeleton's junction lies inside the fork,
+    # downstream of the branching point; with Eq. 3 over all skeleton voxels its
+    # junction voxels (the parent's) take the first stretch of both children.
+    parts = y_shape()
+    names = list(parts)
+    ends = {"parent": ((18.0, 1.0, 20.0), (18.0, 24.0, 20.0)), "medium": ((18.0, 24.0, 20.0), (18.0, 37.0, 5.0)),
+            "small": ((18.0, 24.0, 20.0), (18.0, 37.0, 26.0))}
+    shape = parts["parent"].shape
+    grid = np.indices(shape).reshape(3, -1).T * np.asarray(ANISO)
+
+    def distance(a, b):
+        a, b = np.asarray(a), np.asarray(b)
+        t = np.clip((grid - a) @ (b - a) / ((b - a) @ (b - a)), 0, 1)
+        return np.linalg.norm(grid - (a + t[:, None] * (b - a)), axis=1).reshape(shape)
+
+    owner = np.argmin([np.where(parts[n], distance(*ends[n]), np.inf) for n in names], axis=0)
+    mask = np.any([parts[n] for n in names], axis=0)
+    share = {}
+    for setting in ("chains", "all"):
+        result = decompose_vessels(mask, spacing=ANISO, nearest_skeleton=setting)
+        for i, name in enumerate(names):
+            truth = mask & (owner == i)
+            share[setting, name] = np.mean(result.branch_ids[truth] == majority(result.branch_ids[truth]))
+    for child in ("medium", "small"):
+        assert share["chains", child] > share["all", child]
+        assert share["chains", child] >= 0.95
+    assert share["chains", "parent"] >= 0.9
+
+
 def test_spur_pruning():
     tube = capsule((30, 24, 24), (1, 1, 1), (3, 11, 11), (26, 11, 11), 4.0)
     # A stub sticking 2 voxels out of the wall gives a spur in the skeleton...
@@ -266,6 +298,7 @@ def test_to_dict_summary():
         (np.zeros((4, 4, 4), bool), {"radius_estimate": "mean"}, "radius_estimate"),
         (np.zeros((4, 4, 4), bool), {"radius_correction": "full"}, "radius_correction"),
         (np.zeros((4, 4, 4), bool), {"min_branch_length": -1}, "min_branch_length"),
+        (np.zeros((4, 4, 4), bool), {"nearest_skeleton": "junctions"}, "nearest_skeleton"),
     ],
 )
 def test_invalid_input(mask, kwargs, message):

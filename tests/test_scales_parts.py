@@ -10,6 +10,7 @@ from nnunet_aux.scales import (
     component_centreline,
     cross_section_radii,
     local_radii,
+    moment_radii,
     split_branches,
     vessel_surface,
 )
@@ -89,3 +90,33 @@ def test_cross_section_radii_falls_back_without_length():
     radius = cross_section_radii(np.zeros((1, 3), int), np.zeros(1, int), np.ones(1), np.zeros((1, 3)),
                                  np.array([0.42]))
     np.testing.assert_array_equal(radius, [0.42])
+
+
+def tube_points(radius, spacing=(1.0, 1.0, 1.0), bend=False):
+    """Voxel centres (mm) of a straight tube along the first axis, or of an L of two tubes."""
+    z, y, x = (np.indices((24, 24, 24)).reshape(3, -1).T * np.asarray(spacing)).T
+    inside = (y - 6.3) ** 2 + (x - 6.3) ** 2 <= radius ** 2  # off the grid's symmetry
+    if bend:
+        inside = (inside & (z <= 12)) | ((z - 12.3) ** 2 + (x - 6.3) ** 2 <= radius ** 2) & (y >= 6.3)
+    return np.column_stack([z, y, x])[inside]
+
+
+@pytest.mark.parametrize("radius, spacing", [(1.5, (1.0, 1.0, 1.0)), (3.0, (1.0, 1.0, 1.0)), (2.1, (1.0, 0.7, 0.7))])
+def test_moment_radii_of_straight_tubes(radius, spacing):
+    points = tube_points(radius, spacing)
+    assert moment_radii(points, np.zeros(len(points), int), 1)[0] == pytest.approx(radius, rel=0.06)
+
+
+def test_moment_radii_grow_on_a_bend_and_need_four_voxels():
+    straight, bent = tube_points(2.0), tube_points(2.0, bend=True)
+    assert moment_radii(bent, np.zeros(len(bent), int), 1)[0] > 1.5 * moment_radii(
+        straight, np.zeros(len(straight), int), 1)[0]
+    # Two branches: the second has 3 voxels only; a third has none.
+    points = np.vstack([straight, [[0.0, 0, 0], [0, 0, 1], [0, 1, 0]]])
+    branch = np.r_[np.zeros(len(straight), int), [1, 1, 1]]
+    radius = moment_radii(points, branch, 3)
+    assert radius[0] == pytest.approx(2.0, rel=0.06)
+    assert np.isnan(radius[1:]).all()
+    assert np.isnan(moment_radii(np.zeros((0, 3)), np.zeros(0, int), 2)).all()
+    with pytest.raises(ValueError, match="branch"):
+        moment_radii(points, branch[:-1], 3)

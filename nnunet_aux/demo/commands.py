@@ -83,6 +83,8 @@ def nnunet_environment(workdir: str | os.PathLike, trainer_paths: Sequence[str],
     env["nnUNet_extTrainer"] = os.pathsep.join(trainer_paths)
     # Python output through a pipe is block-buffered; unbuffered keeps the progress live.
     env["PYTHONUNBUFFERED"] = "1"
+    # nnU-Net prints tqdm bars (non-ASCII); keep child I/O UTF-8 even under an ASCII locale.
+    env.setdefault("PYTHONIOENCODING", "utf-8")
     env.update(extra or {})
     return env
 
@@ -115,7 +117,7 @@ def run_command(command: Sequence[str], env: Mapping[str, str], log_file: str | 
         log.write("$ " + " ".join(command) + "\n")
         log.flush()
         process = subprocess.Popen(list(command), env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, errors="replace", bufsize=1)
+                                   text=True, encoding="utf-8", errors="replace", bufsize=1)
         assert process.stdout is not None
         try:
             # Line by line; tqdm's carriage returns come through inside the lines.

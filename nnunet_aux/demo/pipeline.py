@@ -75,7 +75,7 @@ class DemoSettings:
     shape: tuple[int, int, int] = (48, 96, 96)
     spacing: tuple[float, float, float] = (1.0, 0.8, 0.8)
     seed: int = 0
-    features_per_stage: tuple[int, ...] = (8, 16, 32, 64)
+    features_per_stage: tuple[int, ...] = (16, 32, 64, 128)
     patch_size: tuple[int, int, int] = (32, 64, 64)
     batch_size: int = 2
     num_epochs: int = 10
@@ -162,6 +162,8 @@ def _prepare_workdir(workdir: Path, settings: DemoSettings, resume: bool, overwr
     fresh = {"settings": settings.to_json(), "finished": {}}
     if resume and overwrite:
         raise InputError("resume and overwrite exclude each other")
+    if workdir.exists() and not workdir.is_dir():
+        raise InputError(f"{workdir} is a file, not a folder")
     if not workdir.exists() or not any(workdir.iterdir()):
         workdir.mkdir(parents=True, exist_ok=True)
         return fresh

@@ -78,6 +78,8 @@ def environment_with_trainer_path(env: Mapping[str, str] | None = None) -> dict[
     if not any(os.path.realpath(p) == os.path.realpath(ours) for p in folders):
         folders.append(ours)
     env["nnUNet_extTrainer"] = os.pathsep.join(folders)
+    # nnU-Net prints tqdm bars (non-ASCII); keep child I/O UTF-8 even under an ASCII locale.
+    env.setdefault("PYTHONIOENCODING", "utf-8")
     return env
 
 
@@ -142,7 +144,7 @@ def missing_trainers(trainers: Sequence[str], env: Mapping[str, str]) -> list[st
     if not trainers:
         return []
     proc = subprocess.run([sys.executable, "-c", _CHECK_SCRIPT, *trainers], env=dict(env),
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, encoding="utf-8", errors="replace")
     lines = [line for line in proc.stdout.splitlines() if line.startswith(_MISSING_MARKER)]
     if proc.returncode != 0 or not lines:
         # The search itself broke (e.g. a trainer module with an import error): say so.
@@ -188,7 +190,7 @@ def run_logged(command: Sequence[str], env: Mapping[str, str], log_file: str | o
     with open(log_file, "a", encoding="utf-8", buffering=1) as log:
         log.write(f"$ {' '.join(command)}\n")
         with subprocess.Popen(list(command), env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, errors="replace", bufsize=1) as proc:
+                              text=True, encoding="utf-8", errors="replace", bufsize=1) as proc:
             assert proc.stdout is not None
             for line in proc.stdout:
                 log.write(line)

@@ -1,8 +1,10 @@
 """Extra network parts built from the nnU-Net plan, kept outside nnU-Net's network."""
 
 from .auxiliary_decoder import AuxiliaryDecoder
+from .classification_head import ClassificationHead
 from .encoder_spec import EncoderSpec, check_encoder_decoder, decoder_convs_per_stage, encoder_spec, unwrap_network
 from .projection_head import ProjectionHead
+from .simsiam_head import SimSiamHead
 
-__all__ = ["AuxiliaryDecoder", "EncoderSpec", "ProjectionHead", "check_encoder_decoder",
-           "decoder_convs_per_stage", "encoder_spec", "unwrap_network"]
+__all__ = ["AuxiliaryDecoder", "ClassificationHead", "EncoderSpec", "ProjectionHead", "SimSiamHead",
+           "check_encoder_decoder", "decoder_convs_per_stage", "encoder_spec", "unwrap_network"]

@@ -10,7 +10,15 @@ every vessel voxel with the scale of its branch (1 = smallest ... S = largest).
 
 from .branches import SkeletonBranches, split_branches
 from .cross_section import cross_section_radii
-from .decomposition import RADIUS_ESTIMATES, Branch, ScaleDecomposition, assign_scales, decompose_vessels
+from .decomposition import (
+    NEAREST_SKELETON,
+    RADIUS_ESTIMATES,
+    Branch,
+    ScaleDecomposition,
+    assign_scales,
+    decompose_vessels,
+)
+from .moments import moment_radii
 from .radius import RADIUS_CORRECTIONS, centreline_directions, local_radii
 from .skeleton import component_centreline
 from .surface import vessel_surface
@@ -18,6 +26,7 @@ from .thresholds import default_quantiles, quantile_thresholds, scale_of_radius
 
 __all__ = [
     "Branch",
+    "NEAREST_SKELETON",
     "RADIUS_CORRECTIONS",
     "RADIUS_ESTIMATES",
     "ScaleDecomposition",
@@ -29,6 +38,7 @@ __all__ = [
     "decompose_vessels",
     "default_quantiles",
     "local_radii",
+    "moment_radii",
     "quantile_thresholds",
     "scale_of_radius",
     "split_branches",

@@ -25,11 +25,15 @@ class SkeletonBranches:
         Branch radius: median of the local radii of its voxels (Eq. 2).
     length_mm : ndarray of float64, shape (n_branches,)
         Length of the branch along the skeleton.
+    junction : ndarray of bool, shape (k,), optional
+        Whether each skeleton voxel is a junction voxel of the pruned skeleton (more
+        than two live skeleton neighbours); None if not known.
     """
 
     branch: np.ndarray
     radius_mm: np.ndarray
     length_mm: np.ndarray
+    junction: np.ndarray | None = None
 
     @property
     def n_branches(self) -> int:
@@ -127,7 +131,8 @@ def split_branches(
     parts = _Partition(alive, first, second, edge_length)
     branch, branch_radius = parts.branches(radius)
     return SkeletonBranches(branch=branch, radius_mm=branch_radius,
-                            length_mm=_branch_lengths(branch, first, second, edge_length, branch_radius.size))
+                            length_mm=_branch_lengths(branch, first, second, edge_length, branch_radius.size),
+                            junction=parts.junction)
 
 
 class _Partition:

@@ -24,7 +24,8 @@ def cross_section_radii(
     """Radius of each branch from its volume per unit length, ``sqrt(A / pi)``.
 
     Every vessel voxel belongs to its nearest skeleton voxel (Eq. 3 of [1]_), so each
-    skeleton voxel owns a cell of the vessel: a slice of the tube. A skeleton voxel
+    skeleton voxel owns a cell of the vessel: a slice of the tube (junction voxels own
+    none when Eq. 3 picks among chain voxels only). A skeleton voxel
     also owns half of each step to its skeleton neighbours, measured along the
     centreline direction. Over the interior voxels of a branch (not at a junction, at
     a free end, or next to another branch, whose cells hold caps and bifurcation

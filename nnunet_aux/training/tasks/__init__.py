@@ -1,5 +1,8 @@
 """Auxiliary tasks: one module each."""
 
+from .classification import ClsTask, presence_accuracy, presence_auroc, presence_targets
 from .scale import ScaleTask, default_scale_weights
+from .simsiam import SimSiamTask, default_simsiam_weight
 
-__all__ = ["ScaleTask", "default_scale_weights"]
+__all__ = ["ClsTask", "ScaleTask", "SimSiamTask", "default_scale_weights", "default_simsiam_weight",
+           "presence_accuracy", "presence_auroc", "presence_targets"]
