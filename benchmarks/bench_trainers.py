@@ -1,43 +1,59 @@
-"""Cost of the scale trainers against stock nnU-Net: step time, memory, FLOPs, inference.
+"""Cost of the auxiliary-task trainers against stock nnU-Net: step time, memory, FLOPs, loss shares, inference.
 
-Builds stock ``nnUNetTrainer``, ``nnUNetTrainerScaleAux`` and ``nnUNetTrainerScaleContrastive``
-in one process from a hand-written 3d_fullres plan (nnU-Net's plan format, no preprocessed
-dataset needed) and the scale data contract's dataset.json, feeds all three the same batch
-and reports, per trainer and relative to stock:
+Builds stock ``nnUNetTrainer`` and the selected auxiliary trainers (``--trainers``, default all:
+``stock``, ``aux`` = ``nnUNetTrainerScaleAux``, ``contrastive`` = ``nnUNetTrainerScaleContrastive``,
+``cls`` = ``nnUNetTrainerClsAux``, ``simsiam`` = ``nnUNetTrainerVoxelSimSiam``, ``contrastive+simsiam``
+= ``nnUNetTrainerScaleContrastiveSimSiam``, ``contrastive+cls`` = ``nnUNetTrainerScaleContrastiveCls``;
+stock is always added, every ratio is against it) in one process from a hand-written 3d_fullres
+plan (nnU-Net's plan format, no preprocessed dataset needed) and the scale data contract's
+dataset.json, feeds all of them the same batch and reports, per trainer and relative to stock
+measured in the same run:
 
 * training step time: median of ``--steps`` ``train_step`` calls after ``--warmup`` calls,
-  interleaved (stock, aux, contrastive, stock, ...) so that load drift hits all three alike;
-  wall time and this process's CPU time (the latter is less sensitive to other jobs on a
-  shared machine, but counts OpenMP spin-waiting too);
+  interleaved (stock, aux, contrastive, ..., stock, ...) so that load drift hits all trainers
+  alike; wall time and this process's CPU time (the latter is less sensitive to other jobs on
+  a shared machine, but counts OpenMP spin-waiting too). The median of the per-round ratios
+  (each trainer's step over the stock step of the same round) is given too: it cancels load
+  changes slower than one round;
 * forward+backward FLOPs of one ``train_step`` (``torch.utils.flop_counter.FlopCounterMode``:
   convolutions, transposed convolutions and matrix products; elementwise work not counted),
-  and the target ratio (time ratio) / (FLOP ratio) <= 1.10;
+  and (time ratio) / (FLOP ratio), the cost beyond the added arithmetic (target <= 1.10).
+  Issue #4's targets in step time: ClsAux <= 1.03 x stock, VoxelSimSiam <= 1.10 x stock;
 * memory: on CUDA the step's peak allocated memory (``torch.cuda.max_memory_allocated``);
   on the CPU, where torch keeps no allocator statistics, (a) the bytes autograd saves for
   backward in one forward + loss (distinct storages, via ``saved_tensors_hooks``;
   deterministic) and (b) the peak RSS of the first training step above the RSS before it
   (``VmHWM`` reset through ``/proc/self/clear_refs``), each trainer in its own fresh
   subprocess (includes gradients, momentum buffers and the allocator's caching);
-* the contrastive loss's own share of a ScaleContrastive step: ``ScaleTask._contrastive_loss``
-  forward + backward on the step's real embeddings and targets, and the loss at its full
-  anchor budget (labels that give every scale enough voxels: its upper bound), against the
-  median step time;
-* inference: the checkpoint network of ScaleContrastive is nnU-Net's own (same parameter
-  names, shapes and count; its weights load strictly into a stock-built network and give
-  the same output), and a forward of one patch in eval mode takes the same time.
+* each auxiliary loss's own share of its trainer's step (target < 5 %), forward + backward
+  on the step's real head outputs (as leaves) and targets, against the trainer's median
+  step time: the scale contrastive loss (``ScaleTask._contrastive_loss``, plus once at its
+  full anchor budget, labels that give every scale enough voxels: its upper bound), the
+  classification focal loss with its presence targets (``ClsTask.compute_losses``) and the
+  voxel SimSiam feature loss with its class maps and voxel sampling
+  (``SimSiamTask.compute_losses``);
+* inference: each trainer's checkpoint network is nnU-Net's own (same parameter names,
+  shapes and count; its weights load strictly into a stock-built network and give the same
+  output), and a forward of one patch in eval mode takes the same time.
 
 Targets are made as nnU-Net makes them: a synthetic label patch per sample
 (``nnunet_aux.synthetic.generate_case``, all three vessel scales and a tumour present, at
 2 x 1.6 x 1.6 mm with vessels of radius >= 2.5 mm so that every scale survives down to the
 lowest deep-supervision level, where the contrastive loss samples its anchors) goes
 through each trainer's own validation transforms (region conversion, deep-supervision
-downsampling), so stock gets [vessel, tumour] and the scale trainers [vessel, tumour,
-scale 1, scale 2, scale 3] per level.
+downsampling), so stock, ClsAux and VoxelSimSiam get [vessel, tumour] and the scale
+trainers [vessel, tumour, scale 1, scale 2, scale 3] per level.
+
+``torch.compile`` follows nnU-Net's ``nnUNet_compile`` variable, which this script sets to
+false unless it is set: nnU-Net compiles by default on CUDA, so run with ``nnUNet_compile=true``
+to measure what a default GPU training does (the auxiliary heads are compiled with the network;
+the auxiliary losses run eagerly; saved activations are then not reported).
 
 Usage::
 
-    python benchmarks/bench_trainers.py [--patch 48 64 64] [--features 16 32 64 128 128]
-        [--batch 2] [--steps 10] [--warmup 2] [--threads 2] [--device cpu|cuda] [--no-rss]
+    python benchmarks/bench_trainers.py [--trainers stock cls simsiam ...] [--patch 48 64 64]
+        [--features 16 32 64 128 128] [--batch 2] [--steps 10] [--warmup 2] [--threads 2]
+        [--device cpu|cuda] [--no-rss] [--json PATH]
 """
 
 from __future__ import annotations
@@ -56,7 +72,26 @@ from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 
-TRAINERS = ("stock", "aux", "contrastive")
+#: short name -> trainer class (stock first: the reference of every ratio)
+TRAINER_CLASSES = {
+    "stock": "nnunetv2.training.nnUNetTrainer.nnUNetTrainer.nnUNetTrainer",
+    "aux": "nnunet_aux.training.trainers.nnUNetTrainerScaleAux",
+    "contrastive": "nnunet_aux.training.trainers.nnUNetTrainerScaleContrastive",
+    "cls": "nnunet_aux.training.trainers.nnUNetTrainerClsAux",
+    "simsiam": "nnunet_aux.training.trainers.nnUNetTrainerVoxelSimSiam",
+    "contrastive+simsiam": "nnunet_aux.training.trainers.nnUNetTrainerScaleContrastiveSimSiam",
+    "contrastive+cls": "nnunet_aux.training.trainers.nnUNetTrainerScaleContrastiveCls",
+}
+TRAINERS = tuple(TRAINER_CLASSES)
+#: step-time targets of issue #4 (ratio to stock)
+STEP_TARGETS = {"cls": 1.03, "simsiam": 1.10}
+
+
+def trainer_class(name: str):
+    import importlib
+
+    module, _, cls = TRAINER_CLASSES[name].rpartition(".")
+    return getattr(importlib.import_module(module), cls)
 
 DATASET_JSON = {
     "channel_names": {"0": "CT"},
@@ -159,11 +194,7 @@ def make_batch(trainer, images, labels) -> dict:
 
 def build_trainer(name: str, plans: dict, device):
     """Construct and initialise one trainer, nnU-Net's console output swallowed."""
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-
-    from nnunet_aux.training.trainers import nnUNetTrainerScaleAux, nnUNetTrainerScaleContrastive
-
-    cls = {"stock": nnUNetTrainer, "aux": nnUNetTrainerScaleAux, "contrastive": nnUNetTrainerScaleContrastive}[name]
+    cls = trainer_class(name)
     with contextlib.redirect_stdout(io.StringIO()):
         # nnUNetv2_train adds (and the trainer pops) this key; each trainer gets its own copy
         trainer = cls({**plans, "continue_training": False}, "3d_fullres", 0, DATASET_JSON, device)
@@ -200,9 +231,20 @@ def step_flops(trainer, batch) -> int:
     return int(counter.get_total_flops())
 
 
-def saved_activation_bytes(trainer, batch) -> int:
-    """Bytes of the distinct storages autograd saves for backward in one forward + loss."""
+def is_compiled(trainer) -> bool:
+    return hasattr(trainer.network, "_orig_mod") or hasattr(getattr(trainer, "training_model", None), "_orig_mod")
+
+
+def saved_activation_bytes(trainer, batch) -> int | None:
+    """Bytes of the distinct storages autograd saves for backward in one forward + loss.
+
+    None under ``torch.compile`` (the compiled graph saves what it chooses; the hooks see its
+    own tensors, not the eager ones).
+    """
     import torch
+
+    if is_compiled(trainer):
+        return None
 
     storages: Dict[int, int] = {}
 
@@ -228,29 +270,76 @@ def saved_activation_bytes(trainer, batch) -> int:
     return int(sum(v for k, v in storages.items() if k not in params))
 
 
-def contrastive_loss_seconds(trainer, batch, repeats: int) -> float:
-    """Median time of the scale contrastive loss alone (forward + backward to the embeddings)."""
+#: the loss term of each auxiliary task whose share of a step is measured
+MEASURED_TERMS = {"scale": "contrastive", "cls": "cls", "simsiam": "simsiam"}
+
+
+def _as_leaves(value):
+    """Detached float32 copies of head outputs (tensors, lists or dicts of them) that require grad."""
     import torch
 
-    task = trainer.aux_tasks["scale"]
-    data = batch["data"].to(trainer.device)
-    target = [t.to(trainer.device) for t in batch["target"]]
-    _, aux_target, valid = trainer._target_layout.split_all(target)
+    if isinstance(value, torch.Tensor):
+        return value.detach().float().requires_grad_(True) if value.is_floating_point() else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_as_leaves(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _as_leaves(v) for k, v in value.items()}
+    return value
+
+
+def aux_loss_seconds(trainer, batch, repeats: int) -> Dict[str, float]:
+    """Median time of each measured auxiliary loss alone, forward + backward to its head outputs.
+
+    The head outputs of one forward of the step's batch become leaves; each task gets the
+    targets the trainer's ``_forward_and_losses`` hands it. Measured: the scale contrastive
+    loss (``ScaleTask._contrastive_loss``, embeddings as leaves; the scale decoders'
+    Dice + BCE terms are nnU-Net's loss and not counted), the classification focal loss with
+    its presence targets, the SimSiam loss with its class maps and voxel draws.
+    """
+    import torch
+
+    from nnunet_aux.training.task import AuxBatch
+
+    data, target = trainer._to_device(batch)
+    main_target, aux_target, valid = trainer._target_layout.split_all(target)
+    valid = valid if trainer.label_manager.has_ignore_label else None
     with torch.no_grad(), trainer._autocast():
-        _, aux_out = trainer.training_model(data)
-    out = aux_out["scale"]
-    times = []
-    for _ in range(repeats + 1):
-        emb = [e.detach().float().requires_grad_(True) for e in out["embeddings"]]
-        outputs = {"logits": out["logits"], "embeddings": emb}
+        main_output, aux_outputs = trainer.training_model(data)
+    seconds, offset = {}, 0
+    for name, task in trainer.aux_tasks.items():
+        n = len(task.target_regions())
+        own = None
+        if n:
+            own = ([t[:, offset:offset + n] for t in aux_target] if isinstance(aux_target, list)
+                   else aux_target[:, offset:offset + n])
+        offset += n
+        term = MEASURED_TERMS.get(name)
+        if term is None or (name == "scale" and task.contrastive is None):
+            continue
+        aux_batch = AuxBatch(targets=own, valid=valid, main_output=main_output, main_target=main_target,
+                             data=data)
+        times = []
+        for _ in range(repeats + 1):
+            if name == "scale":
+                out = aux_outputs[name]
+                outputs = {"logits": out["logits"], "embeddings": _as_leaves(out["embeddings"])}
 
-        def run():
-            with trainer._autocast():
-                loss = task._contrastive_loss(outputs, aux_target, None)
-            loss.backward()
+                def loss_fn():
+                    return task._contrastive_loss(outputs, own, valid)
+            else:
+                outputs = _as_leaves(aux_outputs[name])
 
-        times.append(timed(run, trainer.device))
-    return float(np.median(times[1:]))
+                def loss_fn():
+                    return task.compute_losses(outputs, aux_batch)[term]
+
+            def run():
+                with trainer._autocast():
+                    loss = loss_fn()
+                loss.backward()
+
+            times.append(timed(run, trainer.device))
+        seconds[term] = float(np.median(times[1:]))
+    return seconds
 
 
 def contrastive_budget_seconds(trainer, batch, repeats: int) -> float:
@@ -287,27 +376,38 @@ def contrastive_budget_seconds(trainer, batch, repeats: int) -> float:
 
 
 def inference_check(trainers, patch, device, repeats: int) -> dict:
-    """Same network for inference: parameters, strict weight transfer, equal outputs, forward time."""
+    """Same network for inference: parameters, strict weight transfer, equal outputs, forward time.
+
+    For every auxiliary trainer: its ``self.network`` has stock's parameter names and shapes, its
+    weights load strictly into a network built by stock ``nnUNetTrainer.build_network_architecture``
+    (what ``nnUNetv2_predict`` does with its checkpoint) and give the same output. Forward times of
+    one patch in eval mode without deep supervision, interleaved.
+    """
     import torch
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    stock, contrastive = trainers["stock"], trainers["contrastive"]
+    from nnunet_aux.heads import unwrap_network
+
     nets = {}
-    for name in ("stock", "contrastive"):
-        t = trainers[name]
+    for name, t in trainers.items():
         t.set_deep_supervision_enabled(False)
-        nets[name] = t.network.eval()
-    sd_s, sd_c = nets["stock"].state_dict(), nets["contrastive"].state_dict()
-    same_layout = list(sd_s) == list(sd_c) and all(sd_s[k].shape == sd_c[k].shape for k in sd_s)
-    n_params = {k: sum(p.numel() for p in n.parameters()) for k, n in nets.items()}
-    # what nnUNetv2_predict does with a ScaleContrastive checkpoint: build the stock network, load strictly
-    rebuilt = nnUNetTrainer.build_network_architecture(
-        contrastive.plans_manager, contrastive.configuration_manager, len(DATASET_JSON["channel_names"]),
-        contrastive.label_manager.num_segmentation_heads, enable_deep_supervision=False).to(device).eval()
-    rebuilt.load_state_dict(sd_c, strict=True)
+        nets[name] = unwrap_network(t.network).eval()  # the bare network (weights shared), also under compile
+    stock_sd = nets["stock"].state_dict()
     x = torch.randn(1, 1, *patch, device=device)
-    with torch.no_grad():
-        same_output = bool(torch.allclose(rebuilt(x), nets["contrastive"](x), atol=1e-5))
+    same_layout, same_output = {}, {}
+    for name, net in nets.items():
+        if name == "stock":
+            continue
+        sd = net.state_dict()
+        same_layout[name] = list(stock_sd) == list(sd) and all(stock_sd[k].shape == sd[k].shape for k in sd)
+        t = trainers[name]
+        rebuilt = nnUNetTrainer.build_network_architecture(
+            t.plans_manager, t.configuration_manager, len(DATASET_JSON["channel_names"]),
+            t.label_manager.num_segmentation_heads, enable_deep_supervision=False).to(device).eval()
+        rebuilt.load_state_dict(sd, strict=True)
+        with torch.no_grad():
+            same_output[name] = bool(torch.allclose(rebuilt(x), net(x), atol=1e-5))
+    n_params = {k: sum(p.numel() for p in n.parameters()) for k, n in nets.items()}
     times = {k: [] for k in nets}
     with torch.no_grad():
         for name in nets:  # warm-up
@@ -355,16 +455,17 @@ def rss_child(name: str, args) -> None:
     print(json.dumps({"trainer": name, "before_kib": before, "peak_kib": after, "peak_reset": reset}))
 
 
-def rss_growth(args, images, labels, scratch: str) -> Dict[str, float]:
+def rss_growth(args, names: Sequence[str], images, labels, scratch: str) -> Dict[str, float]:
     """Run :func:`rss_child` once per trainer in a fresh interpreter; MiB of peak RSS above the start."""
     path = os.path.join(scratch, "cases.npz")
     np.savez(path, images=np.stack(images), labels=np.stack(labels))
     out = {}
-    for name in TRAINERS:
+    for name in names:
         cmd = [sys.executable, os.path.abspath(__file__), "--_rss-child", name, "--_cases", path,
                "--patch", *map(str, args.patch), "--features", *map(str, args.features),
                "--batch", str(args.batch), "--threads", str(args.threads)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", env=os.environ.copy())
+        proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace",
+                              env=os.environ.copy())
         if proc.returncode != 0:
             raise RuntimeError(f"RSS subprocess for {name} failed:\n{proc.stderr[-3000:]}")
         r = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
@@ -372,8 +473,19 @@ def rss_growth(args, images, labels, scratch: str) -> Dict[str, float]:
     return out
 
 
+def selected_trainers(requested: Sequence[str] | None) -> List[str]:
+    """The trainers to run, in :data:`TRAINERS` order, stock always first (every ratio is against it)."""
+    requested = set(requested or TRAINERS)
+    unknown = requested - set(TRAINERS)
+    if unknown:
+        raise SystemExit(f"unknown trainers {sorted(unknown)}; choose from {list(TRAINERS)}")
+    return [name for name in TRAINERS if name == "stock" or name in requested]
+
+
 def main(argv: List[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trainers", nargs="+", default=None, metavar="NAME",
+                        help=f"trainers to compare with stock (default all): {' '.join(TRAINERS)}")
     parser.add_argument("--patch", type=int, nargs=3, default=[48, 64, 64])
     parser.add_argument("--features", type=int, nargs="+", default=[16, 32, 64, 128, 128])
     parser.add_argument("--batch", type=int, default=2)
@@ -383,9 +495,11 @@ def main(argv: List[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-rss", action="store_true", help="skip the CPU peak-RSS subprocesses")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write every figure to this JSON file")
     parser.add_argument("--_rss-child", dest="rss_child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--_cases", dest="cases", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    names = selected_trainers(args.trainers)
 
     # nnU-Net reads its paths when first imported: point them at a scratch folder first.
     scratch = tempfile.TemporaryDirectory(prefix="bench_trainers_")
@@ -415,22 +529,28 @@ def main(argv: List[str] | None = None) -> None:
     device = torch.device(args.device)
     plans = make_plans(args.patch, args.features, args.batch)
     images, labels = make_cases(args.patch, args.batch, args.seed)
-    trainers = {name: build_trainer(name, plans, device) for name in TRAINERS}
+    trainers = {name: build_trainer(name, plans, device) for name in names}
     batches = {name: make_batch(t, images, labels) for name, t in trainers.items()}
+    class_names = {k: type(t).__name__ for k, t in trainers.items()}
     phase("setup")
-    lowest = batches["contrastive"]["target"][-1]
-    print(f"device {args.device}, {torch.get_num_threads()} threads, patch {tuple(args.patch)}, batch {args.batch}, "
-          f"features {tuple(args.features)}, deep-supervision levels {len(batches['stock']['target'])}, "
-          f"scale voxels at the lowest level {lowest[:, 2:].sum(dim=(0, 2, 3, 4)).tolist()}")
+    line = (f"device {args.device}, {torch.get_num_threads()} threads, "
+            f"torch.compile {'on' if is_compiled(trainers['stock']) else 'off'}, patch {tuple(args.patch)}, "
+            f"batch {args.batch}, features {tuple(args.features)}, "
+            f"deep-supervision levels {len(batches['stock']['target'])}")
+    scale_trainer = next((k for k in names if "scale" in (getattr(trainers[k], "aux_tasks", None) or {})), None)
+    if scale_trainer is not None:
+        lowest = batches[scale_trainer]["target"][-1]
+        line += f", scale voxels at the lowest level {lowest[:, 2:].sum(dim=(0, 2, 3, 4)).tolist()}"
+    print(line)
     n_params = {k: sum(p.numel() for p in t._trainable_parameters()) if hasattr(t, "_trainable_parameters")
                 else sum(p.numel() for p in t.network.parameters()) for k, t in trainers.items()}
 
     # step time (interleaved) and, on CUDA, peak allocated memory of a step
-    wall = {k: [] for k in TRAINERS}
-    cpu = {k: [] for k in TRAINERS}
+    wall = {k: [] for k in names}
+    cpu = {k: [] for k in names}
     peak_mib = {}
     for i in range(args.warmup + args.steps):
-        for name in TRAINERS:
+        for name in names:
             t, b = trainers[name], batches[name]
             measure_peak = device.type == "cuda" and i == args.warmup
             if measure_peak:
@@ -443,56 +563,85 @@ def main(argv: List[str] | None = None) -> None:
             if i >= args.warmup:
                 wall[name].append(seconds)
                 cpu[name].append(time.process_time() - start_cpu)
+        if i >= args.warmup:
+            print(f"[round {i - args.warmup + 1}/{args.steps}: "
+                  + ", ".join(f"{k} {wall[k][-1]:.2f} s" for k in names) + "]", file=sys.stderr, flush=True)
     step = {k: float(np.median(v)) for k, v in wall.items()}
     step_cpu = {k: float(np.median(v)) for k, v in cpu.items()}
+    # each round's step over the stock step of the same round: cancels load changes slower than a round
+    round_ratios = {k: np.array(wall[k]) / np.array(wall["stock"]) for k in names}
+    round_ratio = {k: float(np.median(v)) for k, v in round_ratios.items()}
     phase("timed steps")
-    flops = {k: step_flops(trainers[k], batches[k]) for k in TRAINERS}
+    flops = {k: step_flops(trainers[k], batches[k]) for k in names}
     phase("FLOP count")
-    saved = {k: saved_activation_bytes(trainers[k], batches[k]) / 2 ** 20 for k in TRAINERS}
+    saved = {k: saved_activation_bytes(trainers[k], batches[k]) for k in names}
+    saved = None if any(v is None for v in saved.values()) else {k: v / 2 ** 20 for k, v in saved.items()}
     phase("saved activations")
-    loss_s = contrastive_loss_seconds(trainers["contrastive"], batches["contrastive"], max(args.steps, 5))
-    budget_s = contrastive_budget_seconds(trainers["contrastive"], batches["contrastive"], max(args.steps, 5))
-    phase("contrastive loss")
+    repeats = max(args.steps, 5)
+    loss_s = {k: aux_loss_seconds(trainers[k], batches[k], repeats) for k in names if k != "stock"}
+    budget = None
+    contrastive_trainer = next((k for k in names if "contrastive" in loss_s.get(k, {})), None)
+    if contrastive_trainer is not None:
+        budget = contrastive_budget_seconds(trainers[contrastive_trainer], batches[contrastive_trainer], repeats)
+    phase("auxiliary losses")
     inference = inference_check(trainers, args.patch, device, max(args.steps // 2, 3))
     phase("inference")
-    rss = None if (device.type == "cuda" or args.no_rss) else rss_growth(args, images, labels, scratch.name)
+    rss = None if (device.type == "cuda" or args.no_rss) else rss_growth(args, names, images, labels, scratch.name)
     phase("peak RSS subprocesses")
 
     def iqr(values):
         return float(np.subtract(*np.percentile(values, [75, 25])))
 
     print("\n| trainer | trainable parameters | GFLOP fwd+bwd | FLOP ratio | step wall time (s), median (IQR) "
-          "| wall ratio | **wall / FLOP** | step CPU time (s) | CPU ratio | CPU / FLOP |")
-    print("|---" * 10 + "|")
-    for k in TRAINERS:
+          "| wall ratio | per-round wall ratio, median (IQR) | **wall / FLOP** | step CPU time (s) | CPU ratio | CPU / FLOP "
+          "| step-time target |")
+    print("|---" * 12 + "|")
+    for k in names:
         fr, wr, cr = flops[k] / flops["stock"], step[k] / step["stock"], step_cpu[k] / step_cpu["stock"]
-        print(f"| {k} | {n_params[k]:,} | {flops[k] / 1e9:.1f} | {fr:.2f} | {step[k]:.2f} ({iqr(wall[k]):.2f}) "
-              f"| {wr:.2f} | **{wr / fr:.2f}** | {step_cpu[k]:.2f} | {cr:.2f} | {cr / fr:.2f} |")
-    header = "\n| trainer | saved activations (MiB) | ratio |"
+        target = f"<= {STEP_TARGETS[k]:.2f}" if k in STEP_TARGETS else ""
+        print(f"| {class_names[k]} | {n_params[k]:,} | {flops[k] / 1e9:.1f} | {fr:.3f} "
+              f"| {step[k]:.2f} ({iqr(wall[k]):.2f}) | {wr:.3f} | {round_ratio[k]:.3f} ({iqr(round_ratios[k]):.3f}) "
+              f"| **{wr / fr:.2f}** "
+              f"| {step_cpu[k]:.2f} | {cr:.3f} | {cr / fr:.2f} | {target} |")
+    header = "\n| trainer |" + (" saved activations (MiB) | ratio |" if saved else "")
     header += " peak RSS above start, 1 step (MiB) | ratio |" if rss else ""
     header += " step peak allocated (MiB) | ratio |" if peak_mib else ""
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
-    for k in TRAINERS:
-        row = f"| {k} | {saved[k]:.0f} | {saved[k] / saved['stock']:.2f} |"
+    for k in names:
+        row = f"| {class_names[k]} |"
+        if saved:
+            row += f" {saved[k]:.0f} | {saved[k] / saved['stock']:.2f} |"
         if rss:
             row += f" {rss[k]:.0f} | {rss[k] / rss['stock']:.2f} |"
         if peak_mib:
             row += f" {peak_mib[k]:.0f} | {peak_mib[k] / peak_mib['stock']:.2f} |"
         print(row)
+    print("\n| trainer | auxiliary loss (forward + backward) | ms | share of the trainer's step (target < 5 %) |")
+    print("|---" * 4 + "|")
+    for k, terms in loss_s.items():
+        for term, seconds in terms.items():
+            print(f"| {class_names[k]} | {term} | {seconds * 1e3:.1f} | {100 * seconds / step[k]:.2f} % |")
     print()
-    print(f"contrastive loss alone (forward + backward): {loss_s * 1e3:.1f} ms = "
-          f"{100 * loss_s / step['contrastive']:.2f} % of a ScaleContrastive step (target < 5 %)")
-    anchors = trainers["contrastive"].aux_tasks["scale"].contrastive
-    print(f"contrastive loss at its full anchor budget ({anchors.n_per_class} per scale, "
-          f"{len(trainers['contrastive'].aux_tasks['scale'].scale_labels)} scales): {budget_s * 1e3:.1f} ms = "
-          f"{100 * budget_s / step['contrastive']:.2f} % of a step (upper bound)")
+    if budget is not None:
+        scale = trainers[contrastive_trainer].aux_tasks["scale"]
+        print(f"contrastive loss at its full anchor budget ({scale.contrastive.n_per_class} per scale, "
+              f"{len(scale.scale_labels)} scales): {budget * 1e3:.1f} ms = "
+              f"{100 * budget / step[contrastive_trainer]:.2f} % of a {class_names[contrastive_trainer]} step "
+              f"(upper bound)")
     s = inference["seconds"]
-    print(f"inference network: parameters stock {inference['n_params']['stock']:,} / ScaleContrastive "
-          f"{inference['n_params']['contrastive']:,}, same parameter names and shapes: {inference['same_layout']}, "
-          f"ScaleContrastive weights in a stock-built network give the same output: {inference['same_output']}")
-    print(f"inference forward of one {tuple(args.patch)} patch (eval, no deep supervision): stock "
-          f"{s['stock']:.3f} s, ScaleContrastive {s['contrastive']:.3f} s, ratio {s['contrastive'] / s['stock']:.2f}")
+    for k in names[1:]:
+        print(f"inference network of {class_names[k]}: {inference['n_params'][k]:,} parameters "
+              f"(stock {inference['n_params']['stock']:,}), same names and shapes: {inference['same_layout'][k]}, "
+              f"its weights in a stock-built network give the same output: {inference['same_output'][k]}; "
+              f"forward of one {tuple(args.patch)} patch {s[k]:.3f} s vs stock {s['stock']:.3f} s, "
+              f"ratio {s[k] / s['stock']:.2f}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"args": vars(args), "trainers": class_names, "n_params": n_params, "flops": flops,
+                       "wall": wall, "cpu": cpu, "step": step, "step_cpu": step_cpu, "round_ratio": round_ratio,
+                       "saved_mib": saved, "rss_mib": rss, "peak_mib": peak_mib, "loss_seconds": loss_s,
+                       "contrastive_budget_seconds": budget, "inference": inference}, f, indent=1)
     scratch.cleanup()
 
 

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "decompose": ("nnunet_aux.conversion.cli", "decompose the vessel label of an nnU-Net raw dataset into scales"),
     "multiclass": ("nnunet_aux.conversion.cli", "make the multi-class baseline variant of a scale dataset"),
     "convert": ("nnunet_aux.conversion.cli", "convert a public vessel dataset (MSD hepatic vessel, 3D-IRCADb)"),
+    "images-only": ("nnunet_aux.conversion.cli", "make a dataset of unlabelled images for self-supervised pretraining"),
     "trainer-path": ("nnunet_aux.cli", "print the folder to set as nnUNet_extTrainer"),
     "evaluate": ("nnunet_aux.evaluation.cli", "evaluate a folder of predictions against references"),
     "demo": ("nnunet_aux.demo", "run the end-to-end demo on synthetic data"),
@@ -98,6 +99,17 @@ def _command_in(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
+def _tolerate_ascii_console() -> None:
+    """Let tables with ``±`` print on consoles whose locale is ASCII (e.g. ``LANG=C`` on CI).
+
+    Files are always written as UTF-8; only what goes to the terminal degrades to ``?``.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if encoding != "utf8" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nnunet_aux`` console script.
 
@@ -114,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import InputError
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    _tolerate_ascii_console()
     parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)

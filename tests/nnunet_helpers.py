@@ -32,7 +32,7 @@ def run(args: Sequence[str], env: Dict[str, str], timeout: int = 900, cwd=None) 
 def shrink_plans(preprocessed_dataset: Path, features=(8, 16, 32, 64, 64), plans: str = "nnUNetPlans") -> dict:
     """Make the planned U-Net CPU-sized, keeping its stages, strides and data identifier."""
     path = preprocessed_dataset / f"{plans}.json"
-    p = json.loads(path.read_text())
+    p = json.loads(path.read_text(encoding="utf-8"))
     for cfg in p["configurations"].values():
         arch = cfg.get("architecture")
         if arch is None:

@@ -12,7 +12,7 @@ import pytest
 from nnunet_aux.cli import COMMANDS, build_parser, main
 
 BIN = Path(sys.executable).parent
-CONVERSION_COMMANDS = ["synth", "decompose", "multiclass", "convert msd-hepaticvessel", "convert ircadb"]
+CONVERSION_COMMANDS = ["synth", "decompose", "multiclass", "convert msd-hepaticvessel", "convert ircadb", "images-only"]
 
 
 def _subparser(command):
@@ -81,7 +81,7 @@ def test_decompose_and_multiclass_commands(tmp_path, capsys):
     assert main(["decompose", "-d", "932", "-o", "933", "-np", "1", *common]) == 2
     assert "region-based source datasets are not supported" in capsys.readouterr().err
     assert main(["multiclass", "-d", "932", "-o", "934", *common]) == 0
-    dataset_json = json.loads((tmp_path / "Dataset934_SyntheticVessels_multiclass" / "dataset.json").read_text())
+    dataset_json = json.loads((tmp_path / "Dataset934_SyntheticVessels_multiclass" / "dataset.json").read_text(encoding="utf-8"))
     assert dataset_json["labels"]["vessel_small"] == 1
 
 
@@ -101,6 +101,6 @@ def test_synth_then_nnunet_plan_and_preprocess_with_verification(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "verify_dataset_integrity Done" in result.stdout
     pre = tmp_path / "pre" / "Dataset941_SyntheticVessels"
-    assert json.loads((pre / "dataset.json").read_text())["scales"] == {"vessel": {"small": 1, "medium": 2,
+    assert json.loads((pre / "dataset.json").read_text(encoding="utf-8"))["scales"] == {"vessel": {"small": 1, "medium": 2,
                                                                                    "large": 3}}
     assert len(list((pre / "nnUNetPlans_3d_fullres").glob("*.b2nd"))) >= 3

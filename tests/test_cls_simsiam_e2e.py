@@ -36,7 +36,7 @@ def stock_network_keys(folder):
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    cm = PlansManager(json.loads((folder / "plans.json").read_text())).get_configuration("3d_fullres")
+    cm = PlansManager(json.loads((folder / "plans.json").read_text(encoding="utf-8"))).get_configuration("3d_fullres")
     net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
                                  cm.network_arch_init_kwargs_req_import, 1, 1, deep_supervision=False)
     return set(net.state_dict())
@@ -56,7 +56,7 @@ def check_common(dataset, trained, tasks, terms, tmp_path):
     aux = ckpt["aux_state"]
     assert set(aux["hyperparameters"]) == set(tasks)
     assert not any("encoder" in k for k in aux["task_weights"])  # the shared encoder is not copied
-    log = next(trained["fold"].glob("training_log_*.txt")).read_text()
+    log = next(trained["fold"].glob("training_log_*.txt")).read_text(encoding="utf-8")
     assert "nnunet_aux settings" in log
     for term in terms:
         for split in ("train", "val"):
@@ -98,7 +98,7 @@ def test_cls_trainer_trains_predicts_like_stock_and_resumes(scale_dataset, nnune
     logging = trained["checkpoint"]["logging"]
     assert len(logging["val_cls_accuracy"]) == 1 and 0 <= logging["val_cls_accuracy"][0] <= 1
     assert len(logging["val_cls_auroc"]) == 1  # NaN when every validation patch holds a vessel
-    assert "presence classification (val): accuracy" in next(trained["fold"].glob("training_log_*.txt")).read_text()
+    assert "presence classification (val): accuracy" in next(trained["fold"].glob("training_log_*.txt")).read_text(encoding="utf-8")
 
     # parity: the same checkpoint, handed to stock nnU-Net as an nnUNetTrainer checkpoint, predicts the same
     stock = scale_dataset["results"] / "nnUNetTrainer__nnUNetPlans__3d_fullres"
@@ -123,7 +123,7 @@ def test_voxel_simsiam_trainer_trains_predicts_and_resumes(scale_dataset, nnunet
     hp = aux["hyperparameters"]["simsiam"]
     assert (hp["n_layers"], hp["weight"], hp["hidden_channels"], hp["max_voxels"], hp["max_false_negatives"]) == \
         (3, 10.0, 64, 1700, 1000)
-    n_stages = len(json.loads((trained["folder"] / "plans.json").read_text())["configurations"]["3d_fullres"]
+    n_stages = len(json.loads((trained["folder"] / "plans.json").read_text(encoding="utf-8"))["configurations"]["3d_fullres"]
                    ["architecture"]["arch_kwargs"]["features_per_stage"])
     assert hp["stages"] == list(range(n_stages - 3, n_stages))
     for layer in range(3):

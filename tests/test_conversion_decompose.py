@@ -83,7 +83,7 @@ def test_generic_dataset(tmp_path):
             name = f"images{split}/{case}_{c:04d}.nii.gz"
             assert os.path.samefile(source / name, out / name)  # hard-linked, not re-encoded
     assert not (out / "labelsTs").exists()
-    report = json.loads((out / "scale_decomposition_report.json").read_text())
+    report = json.loads((out / "scale_decomposition_report.json").read_text(encoding="utf-8"))
     assert report["label_mapping"] == {"0": 0, "1": 3, "2": [1, 2], "3": 4}
     assert report["training_cases"]["case0"]["n_voxels_per_scale"] == {"small": int(thin.sum()),
                                                                         "large": int(thick.sum())}
@@ -114,7 +114,7 @@ def test_source_by_name_or_path_and_target_name(tmp_path):
 
 def _break(tmp_path, how):
     source = make_raw_dataset(tmp_path)
-    dataset_json = json.loads((source / "dataset.json").read_text())
+    dataset_json = json.loads((source / "dataset.json").read_text(encoding="utf-8"))
     label_file = source / "labelsTr" / "case1.nii.gz"
     if how == "missing image":
         (source / "imagesTr" / "case1_0001.nii.gz").unlink()

@@ -134,7 +134,7 @@ def test_ircadb_conversion(tmp_path):
         for im in (image, label_image):
             assert im.GetSpacing() == pytest.approx(SPACING_XYZ) and im.GetOrigin() == pytest.approx(ORIGIN)
 
-    report = json.loads((out / "scale_decomposition_report.json").read_text())
+    report = json.loads((out / "scale_decomposition_report.json").read_text(encoding="utf-8"))
     cases = report["training_cases"]
     assert cases["ircadb_01"]["masks"] == {"vessel": ["portalvein", "venoussystem", "artery"], "liver": ["liver"]}
     assert cases["ircadb_02"]["masks"]["vessel"] == ["portalvein", "venacava"]
@@ -160,7 +160,7 @@ def test_ircadb_crop_to_liver(tmp_path):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(label_image) > 0, vessel)
     shifted = (ORIGIN[0] + 1 * SPACING_XYZ[0], ORIGIN[1], ORIGIN[2])
     assert image.GetOrigin() == pytest.approx(shifted) and label_image.GetOrigin() == pytest.approx(shifted)
-    report = json.loads((out / "scale_decomposition_report.json").read_text())
+    report = json.loads((out / "scale_decomposition_report.json").read_text(encoding="utf-8"))
     assert report["training_cases"]["ircadb_01"]["crop_zyx"] == [[0, 12], [0, 16], [1, 16]]
     assert load_dataset_json(out)["labels"] == {"background": 0, "vessel": [1, 2]}
 

@@ -55,7 +55,7 @@ def test_true_scales_reproduce_the_generator(tmp_path):
     folder = write_synthetic_dataset(901, 2, 1, shape=SHAPE, spacing=SPACING, seed=3, raw_root=tmp_path,
                                      true_scales=True, progress=False)
     assert folder == tmp_path / "Dataset901_SyntheticVessels"
-    report = json.loads((folder / "scale_decomposition_report.json").read_text())
+    report = json.loads((folder / "scale_decomposition_report.json").read_text(encoding="utf-8"))
     assert report["true_scales"] and list(report["test_cases"]) == ["synthetic_002"]
     for case_id, row in report["training_cases"].items():
         case = generate_case(SHAPE, SPACING, seed=row["seed"], n_scales=3)
@@ -74,7 +74,7 @@ def test_true_scales_reproduce_the_generator(tmp_path):
 def test_decomposed_scales_cover_exactly_the_vessels(tmp_path):
     folder = write_synthetic_dataset(902, 2, shape=SHAPE, spacing=SPACING, seed=1, raw_root=tmp_path,
                                      progress=False)
-    report = json.loads((folder / "scale_decomposition_report.json").read_text())
+    report = json.loads((folder / "scale_decomposition_report.json").read_text(encoding="utf-8"))
     assert report["settings"]["thresholds"] == "quantile" and not report["true_scales"]
     for case_id, row in report["training_cases"].items():
         case = generate_case(SHAPE, SPACING, seed=row["seed"], n_scales=3)
@@ -138,7 +138,7 @@ def test_threshold_modes(tmp_path):
     # Dataset-wide: the pooled median splits thin from thick.
     folder = write_scale_dataset(jobs, PLAN2, "Dataset908_D", settings=DecompositionSettings(2, thresholds="dataset"),
                                  raw_root_folder=tmp_path, progress=False)
-    report = json.loads((folder / "scale_decomposition_report.json").read_text())
+    report = json.loads((folder / "scale_decomposition_report.json").read_text(encoding="utf-8"))
     np.testing.assert_array_equal(_labels(folder, "thin"), thin * 1)
     np.testing.assert_array_equal(_labels(folder, "thick"), thick * 2)
     t = report["dataset_thresholds_mm"]
@@ -151,7 +151,7 @@ def test_threshold_modes(tmp_path):
     folder = write_scale_dataset(jobs, PLAN2, "Dataset909_F", settings=settings, raw_root_folder=tmp_path,
                                  progress=False)
     assert set(np.unique(_labels(folder, "thick"))) == {0, 1}
-    report = json.loads((folder / "scale_decomposition_report.json").read_text())
+    report = json.loads((folder / "scale_decomposition_report.json").read_text(encoding="utf-8"))
     assert report["training_cases"]["thick"]["thresholds_mm"] == [100.0]
 
 

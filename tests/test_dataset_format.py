@@ -105,7 +105,7 @@ def test_write_and_load_dataset_json(tmp_path):
     dj = make_scale_dataset_json(2, 2)
     path = write_dataset_json(dj, tmp_path)
     assert path == tmp_path / "dataset.json"
-    assert json.loads(path.read_text()) == dj == load_dataset_json(tmp_path)
+    assert json.loads(path.read_text(encoding="utf-8")) == dj == load_dataset_json(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["dataset.json"]  # no temporary file left
     with pytest.raises(InputError, match="missing file"):
         load_dataset_json(tmp_path / "nope.json")

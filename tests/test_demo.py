@@ -66,9 +66,9 @@ def test_write_small_plans_and_splits(tmp_path):
     (tmp_path / "nnUNetPlans.json").write_text(json.dumps(nnunet_like_plans()))
     path = write_small_plans(tmp_path, "nnUNetPlans_demo", (8, 16))
     assert path == tmp_path / "nnUNetPlans_demo.json"
-    assert json.loads(path.read_text())["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["n_stages"] == 2
+    assert json.loads(path.read_text(encoding="utf-8"))["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["n_stages"] == 2
     splits = write_splits(tmp_path, ["a", "b"], ["c"])
-    assert json.loads(splits.read_text()) == [{"train": ["a", "b"], "val": ["c"]}]
+    assert json.loads(splits.read_text(encoding="utf-8")) == [{"train": ["a", "b"], "val": ["c"]}]
     with pytest.raises(ValueError, match="both"):
         write_splits(tmp_path, ["a"], ["a"])
     with pytest.raises(ValueError, match="validation"):
@@ -109,7 +109,7 @@ def test_workdir_refused_unless_demo_and_asked(tmp_path):
     for flags in ({"resume": False, "overwrite": False}, {"resume": False, "overwrite": True}):
         with pytest.raises(InputError, match="not a demo folder"):
             _prepare_workdir(tmp_path, settings, **flags)
-    assert (tmp_path / "mine.txt").read_text() == "keep"
+    assert (tmp_path / "mine.txt").read_text(encoding="utf-8") == "keep"
     with pytest.raises(InputError, match="not a folder"):
         _prepare_workdir(tmp_path / "mine.txt", settings, resume=False, overwrite=False)
 
@@ -129,7 +129,7 @@ def test_workdir_resume_and_overwrite(tmp_path):
         _prepare_workdir(tmp_path, settings, resume=True, overwrite=True)
     assert _prepare_workdir(tmp_path, settings, resume=False, overwrite=True)["finished"] == {}
     assert not (tmp_path / "nnUNet_raw").exists() and not (tmp_path / STATE_FILE).exists()
-    assert (tmp_path / "notes.txt").read_text() == "mine"  # only the demo's own files go
+    assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "mine"  # only the demo's own files go
 
 
 def test_resolve_device():
@@ -158,7 +158,7 @@ def test_run_command_streams_logs_and_reports_failure(tmp_path):
     log = tmp_path / "logs" / "ok.log"
     run_command([sys.executable, "-c", "print('hello')"], {}, log, stream=stream)
     assert stream.getvalue() == "hello\n"
-    assert log.read_text().endswith("hello\n")
+    assert log.read_text(encoding="utf-8").endswith("hello\n")
     code = "import sys\nfor i in range(100): print('line', i)\nsys.exit(3)"
     with pytest.raises(CommandFailedError) as error:
         run_command([sys.executable, "-c", code], {}, tmp_path / "bad.log", stream=None)
@@ -194,7 +194,7 @@ def test_results_table_and_report(tmp_path):
     report = tmp_path / "report.md"
     write_report(report, heading, rows, figures={"bars": "bars.png"}, settings={"seed": 0},
                  timings={"train": 10.4, "predict": 2.0}, notes=["cpu"])
-    text = report.read_text()
+    text = report.read_text(encoding="utf-8")
     assert "| baseline | 0.800 ± 0.050 |" in text and "![bars](bars.png)" in text
     assert "| total | 12 |" in text and "- cpu" in text
     scale_recall_figure(recalls, tmp_path / "bars.png")
@@ -271,7 +271,7 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     report = workdir / "report.md"
     assert f"Report: {report}" in out and "ScaleContrastive" in out
-    text = report.read_text()
+    text = report.read_text(encoding="utf-8")
     for method in ("nnU-Net binary baseline", "ScaleContrastive (paper 1)"):
         row = next(line for line in text.splitlines() if line.startswith(f"| {method} |"))
         cells = [c.strip() for c in row.strip("|").split("|")[1:]]
@@ -282,7 +282,7 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     for png in ("overview.png", "scale_recall.png"):
         assert (workdir / png).read_bytes()[:4] == b"\x89PNG" and f"({png})" in text
     for key in ("baseline", "scale_contrastive"):
-        summary = json.loads((workdir / "evaluation" / f"{key}.json").read_text())
+        summary = json.loads((workdir / "evaluation" / f"{key}.json").read_text(encoding="utf-8"))
         assert 0 <= summary["aggregate"]["vessel"]["dice"]["mean"] <= 1
         assert set(summary["aggregate"]["vessel"]["scales"]) == {"small", "medium", "large"}
     # nnU-Net's folders were inside the work folder, the user's own untouched

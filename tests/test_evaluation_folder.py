@@ -80,7 +80,7 @@ def test_region_dataset_json_and_csv(region_dataset, tmp_path):
     out = tmp_path / "out" / "summary.json"
     summary = evaluate_folders(ref_dir, pred_dir, out, dataset_json=dataset_json, num_processes=1, progress=False)
 
-    saved = json.loads(out.read_text())
+    saved = json.loads(out.read_text(encoding="utf-8"))
     assert saved == json.loads(json.dumps(summary))
     assert saved["labels"]["vessel"] == {"reference": [1, 2, 3], "prediction": [1],
                                          "scales": {"small": 1, "medium": 2, "large": 3}}
@@ -114,7 +114,7 @@ def test_region_dataset_json_and_csv(region_dataset, tmp_path):
     assert aggregate["scales"]["small"]["recall"] == {"mean": 0.5, "std": 0.5, "median": 0.5, "n": 2, "n_skipped": 0}
     assert "scales" not in saved["aggregate"]["tumour"]
 
-    with open(tmp_path / "out" / "summary.csv", newline="") as f:
+    with open(tmp_path / "out" / "summary.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert [(r["case"], r["label"]) for r in rows] == [
         ("case_000", "vessel"), ("case_000", "tumour"), ("case_001", "vessel"), ("case_001", "tumour")]
@@ -134,7 +134,7 @@ def test_absent_scale_is_null_and_skipped(tmp_path):
         write(pred_dir / f"{name}.nii.gz", nnunet_region_prediction(ref))
     summary = evaluate_folders(ref_dir, pred_dir, tmp_path / "s.json", dataset_json=DATASET_JSON,
                                num_processes=1, progress=False)
-    text = (tmp_path / "s.json").read_text()
+    text = (tmp_path / "s.json").read_text(encoding="utf-8")
     assert "NaN" not in text
     b = summary["metric_per_case"][1]["metrics"]["vessel"]["scales"]["medium"]
     assert b["recall"] is None and b["dice"] is None
@@ -197,7 +197,7 @@ def test_missing_prediction_is_listed(tmp_path):
 
 def test_dataset_json_found_in_prediction_folder(region_dataset):
     ref_dir, pred_dir, dataset_json, _, _ = region_dataset
-    (pred_dir / "dataset.json").write_text(dataset_json.read_text())
+    (pred_dir / "dataset.json").write_text(dataset_json.read_text(encoding="utf-8"))
     summary = evaluate_folders(ref_dir, pred_dir, None, num_processes=1, progress=False)
     assert summary["label_source"].endswith("dataset.json")
     assert set(summary["aggregate"]) == {"vessel", "tumour"}
@@ -244,7 +244,7 @@ def test_cli_register_and_run(region_dataset, tmp_path, capsys):
     args = parser.parse_args(["evaluate", "-ref", str(ref_dir), "-pred", str(pred_dir), "-o", str(out),
                               "--dataset-json", str(dataset_json), "-np", "1", "--no-progress", "--no-csv"])
     assert args.func(args) == 0
-    assert json.loads(out.read_text())["aggregate"]["tumour"]["dice"]["mean"] == 1.0
+    assert json.loads(out.read_text(encoding="utf-8"))["aggregate"]["tumour"]["dice"]["mean"] == 1.0
     assert not (tmp_path / "cli" / "summary.csv").exists()
     assert "vessel" in capsys.readouterr().out
     args = parser.parse_args(["evaluate", "-ref", str(ref_dir), "-pred", str(pred_dir),
@@ -270,7 +270,7 @@ def test_cli_scales_with_multiclass_labels(tmp_path):
                               "--labels", "vessel=1,2,3", "--scales", "vessel:small=1,medium=2,large=3",
                               "-np", "1", "--no-progress"])
     args.func(args)
-    scales = json.loads(out.read_text())["metric_per_case"][0]["metrics"]["vessel"]["scales"]
+    scales = json.loads(out.read_text(encoding="utf-8"))["metric_per_case"][0]["metrics"]["vessel"]["scales"]
     assert (scales["small"]["recall"], scales["medium"]["recall"], scales["large"]["recall"]) == (0.0, 1.0, 1.0)
     with pytest.raises(ValueError, match="vessel:small=1"):
         parse_scale_arguments(["vessel=1"])

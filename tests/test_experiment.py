@@ -117,7 +117,7 @@ def test_csv_content(tmp_path):
     columns = table_columns(PER_FOLD)
     rows = build_table(PER_FOLD, columns)
     write_table_csv(tmp_path / "t.csv", rows, columns)
-    with open(tmp_path / "t.csv", newline="") as f:
+    with open(tmp_path / "t.csv", newline="", encoding="utf-8") as f:
         table = list(csv.DictReader(f))
     assert [r["method"] for r in table] == ["nnUNetTrainer", "nnUNetTrainerScaleAux"]
     assert float(table[0]["dice_mean"]) == pytest.approx(0.6)  # stored units, not percent
@@ -127,12 +127,12 @@ def test_csv_content(tmp_path):
 
     empty = build_table({"A": {0: None}}, columns)
     write_table_csv(tmp_path / "e.csv", empty, columns)
-    with open(tmp_path / "e.csv", newline="") as f:
+    with open(tmp_path / "e.csv", newline="", encoding="utf-8") as f:
         row = next(csv.DictReader(f))
     assert (row["dice_mean"], row["dice_std"], row["dice_n"]) == ("", "", "0")
 
     write_per_fold_csv(tmp_path / "f.csv", PER_FOLD, columns)
-    with open(tmp_path / "f.csv", newline="") as f:
+    with open(tmp_path / "f.csv", newline="", encoding="utf-8") as f:
         per_fold = list(csv.DictReader(f))
     assert len(per_fold) == 6
     assert per_fold[1]["recall_small"] == ""          # undefined metric
@@ -324,10 +324,10 @@ def test_run_experiment_on_finished_folds(tmp_path):
     assert b["cells"]["recall_small"]["mean"] == 0.0 and b["cells"]["recall_small"]["n"] == 2
     assert b["cells"]["dice"]["mean"] < 1.0
     # per-fold value = mean over the fold's cases: fold 1 of B has two cases, one without small vessels
-    state = json.loads((out / "experiment.json").read_text())
+    state = json.loads((out / "experiment.json").read_text(encoding="utf-8"))
     assert state["per_fold"]["TrainerB"]["1"]["n_cases"] == 2
     assert all(step["command"] is None for step in state["steps"])  # nothing trained
-    text = (out / "table.md").read_text()
+    text = (out / "table.md").read_text(encoding="utf-8")
     assert "| TrainerA | 2/2 | **100.00** ± 0.00 |" in text
     assert "Recall small (%)" in text and "Recall large (%)" in text
 
@@ -406,7 +406,7 @@ def test_run_experiment_trains_what_is_missing(tmp_path, monkeypatch):
     trainers = ["TrainerA", "TrainerB", "BrokenTrainer"]
 
     result = run_experiment(990, trainers, [0, 1], device="cpu", env=env, num_processes=1, figure=False)
-    assert calls.read_text().splitlines() == [
+    assert calls.read_text(encoding="utf-8").splitlines() == [
         "TrainerA 0", "TrainerB 0 --val", "BrokenTrainer 0", "TrainerA 1 --c", "BrokenTrainer 1"]
     assert [(f.trainer, f.fold, f.step) for f in result.failures] == [("BrokenTrainer", 0, "training"),
                                                                        ("BrokenTrainer", 1, "training")]
@@ -414,12 +414,12 @@ def test_run_experiment_trains_what_is_missing(tmp_path, monkeypatch):
     assert "[exit code 1]" in result.failures[0].message
     assert [row["folds"] for row in result.rows] == [2, 2, 0]
     assert result.rows[0]["cells"]["dice"]["mean"] == 1.0
-    log = (result.output_dir / "logs" / "TrainerA__fold_1.log").read_text()
+    log = (result.output_dir / "logs" / "TrainerA__fold_1.log").read_text(encoding="utf-8")
     assert "3d_fullres 1 -tr TrainerA -p nnUNetPlans -device cpu --c" in log
 
     # a second run retries only the failed folds; the others are reused
     again = run_experiment(990, trainers, [0, 1], device="cpu", env=env, num_processes=1, figure=False)
-    assert calls.read_text().splitlines()[5:] == ["BrokenTrainer 0", "BrokenTrainer 1"]
+    assert calls.read_text(encoding="utf-8").splitlines()[5:] == ["BrokenTrainer 0", "BrokenTrainer 1"]
     assert [s.evaluation_reused for s in again.steps if s.trainer != "BrokenTrainer"] == [True] * 4
     assert again.markdown == result.markdown
     assert "| BrokenTrainer | 0/2 | n/a |" in again.markdown
@@ -500,13 +500,13 @@ def test_experiment_end_to_end_and_resume(scale_dataset, tmp_path):
         results.glob("*ScaleAux_smoke__nnUNetPlans__3d_fullres/fold_*/checkpoint_final.pth"))
     assert len(checkpoints) == 4
     mtimes = [p.stat().st_mtime for p in checkpoints]
-    table = (out / "table.md").read_text()
+    table = (out / "table.md").read_text(encoding="utf-8")
     assert "| nnUNetTrainerTiny_test | 2/2 |" in table
     assert "| nnUNetTrainerScaleAux_smoke | 2/2 |" in table
     assert "Recall small (%)" in table and table in first.stdout  # printed at the end
     for name in ("table.csv", "per_fold.csv", "table.png", "logs/nnUNetTrainerTiny_test__fold_1.log"):
         assert (out / name).is_file(), name
-    with open(out / "per_fold.csv", newline="") as f:
+    with open(out / "per_fold.csv", newline="", encoding="utf-8") as f:
         per_fold = list(csv.DictReader(f))
     assert {(r["method"], r["fold"], r["n_cases"]) for r in per_fold if r["dice"]} == {
         (t, f, "1") for t in trainers for f in ("0", "1")}
@@ -517,7 +517,7 @@ def test_experiment_end_to_end_and_resume(scale_dataset, tmp_path):
     second_seconds = time.perf_counter() - start
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert [p.stat().st_mtime for p in checkpoints] == mtimes
-    state = json.loads((out / "experiment.json").read_text())
+    state = json.loads((out / "experiment.json").read_text(encoding="utf-8"))
     assert all(s["command"] is None and s["evaluation_reused"] for s in state["steps"])
     assert second_seconds < first_seconds / 4, (first_seconds, second_seconds)
 
@@ -526,6 +526,6 @@ def test_experiment_end_to_end_and_resume(scale_dataset, tmp_path):
     shutil.rmtree(fold / "validation")
     third = subprocess.run(command(trainers), env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600)
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
-    log = (out / "logs" / "nnUNetTrainerTiny_test__fold_1.log").read_text()
+    log = (out / "logs" / "nnUNetTrainerTiny_test__fold_1.log").read_text(encoding="utf-8")
     assert "3d_fullres 1 -tr nnUNetTrainerTiny_test -p nnUNetPlans -device cpu --val" in log
     assert fold_state(fold) == "finished"

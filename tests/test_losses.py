@@ -508,3 +508,33 @@ def test_losses_on_cuda_with_cpu_generator_and_fp16_autocast():
     on_gpu = sample_voxels(labels, 5, generator=_generator(2))[0].cpu()
     on_cpu = sample_voxels(labels.cpu(), 5, generator=_generator(2))[0]
     assert torch.equal(on_gpu, on_cpu)
+
+
+@pytest.mark.parametrize("include_self, pair_reduction", [(True, "mean"), (False, "mean"), (True, "sum")])
+def test_simsiam_module_equals_per_layer_losses_on_its_draws(include_self, pair_reduction):
+    """The module's one-pass loss over all layers is the weighted sum of voxel_simsiam_loss per layer."""
+    from nnunet_aux.losses.sampling import sample_simsiam_voxels_layers
+
+    torch.manual_seed(14)
+    shapes = [(2, 6, 6, 6, 6), (2, 6, 3, 3, 3), (2, 4, 2, 2, 2)]  # the last layer narrower: zero-padded
+    predictions = [torch.randn(*s, requires_grad=True) for s in shapes]
+    projections = [torch.randn(*s) for s in shapes]
+    labels = [torch.randint(0, 4, (s[0],) + s[2:]) for s in shapes]
+    pred = [torch.where(torch.rand(y.shape) < 0.4, 0, y) for y in labels]
+    labels[2][1] = -1  # an ignored sample
+    weights = (1.0, 0.5, 2.0)
+    criterion = VoxelSimSiamLoss(layer_weights=weights, max_total=60, max_false_negative=25,
+                                 include_self=include_self, pair_reduction=pair_reduction)
+    loss = criterion(predictions, projections, labels, pred, generator=_generator(5))
+    loss.backward()
+
+    draws = sample_simsiam_voxels_layers(labels, pred, max_total=60, max_false_negative=25, generator=_generator(5))
+    reference = [p.detach().clone().requires_grad_() for p in predictions]
+    expected = sum(w * voxel_simsiam_loss(gather_voxels(p, i), gather_voxels(z, i), c, include_self, pair_reduction)
+                   for w, p, z, (i, c) in zip(weights, reference, projections, draws))
+    expected.backward()
+    sizes = [i.numel() for i, _ in draws]
+    assert sizes[0] == 60 and 0 < sizes[2] < sizes[1] < 60  # a full draw and two partial ones
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
+    for p, ref in zip(predictions, reference):
+        torch.testing.assert_close(p.grad, ref.grad, rtol=1e-5, atol=1e-7)

@@ -11,6 +11,7 @@ from nnunet_aux.losses import (
     sample_voxels,
     voxel_hardness,
 )
+from nnunet_aux.losses.sampling import sample_simsiam_voxels_layers
 
 
 def _generator(seed: int = 0) -> torch.Generator:
@@ -182,3 +183,71 @@ def test_simsiam_sampling_without_predictions_background_and_mask():
         sample_simsiam_voxels(labels, torch.zeros(1, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="max_total"):
         sample_simsiam_voxels(labels, max_total=-5)
+
+
+def _layer_batch(seed: int):
+    """Two layers of different sizes with labels 0..2, some voxels mispredicted."""
+    g = torch.Generator().manual_seed(seed)
+    labels = [torch.randint(0, 3, (2, 8, 8, 8), generator=g), torch.randint(0, 3, (2, 4, 4, 4), generator=g)]
+    pred = [torch.where(torch.rand(y.shape, generator=g) < 0.3, 0, y) for y in labels]
+    return labels, pred
+
+
+@pytest.mark.parametrize("max_total, max_fn", [(10_000, 1000), (150, 1000), (10_000, 20), (30, 1000), (0, 5)])
+def test_simsiam_layer_draws_follow_the_single_layer_rules(max_total, max_fn):
+    labels, pred = _layer_batch(3)
+    draws = sample_simsiam_voxels_layers(labels, pred, max_total=max_total, max_false_negative=max_fn,
+                                         generator=_generator())
+    assert len(draws) == 2
+    for y, yp, (indices, classes) in zip(labels, pred, draws):
+        flat, flat_pred = y.reshape(-1), yp.reshape(-1)
+        false_negative = (flat > 0) & (flat_pred != flat)
+        n_fn, n_fg = int(false_negative.sum()), int((flat > 0).sum())
+        n_chosen_fn = min(n_fn, max_fn, max_total)
+        # as sample_simsiam_voxels: false negatives first (at most max_fn), the rest after them
+        assert indices.numel() == min(max_total, min(n_fn, max_fn) + n_fg - n_fn)
+        assert false_negative[indices[:n_chosen_fn]].all() and not false_negative[indices[n_chosen_fn:]].any()
+        assert torch.equal(flat[indices], classes) and (classes > 0).all()
+        assert indices.unique().numel() == indices.numel()
+
+
+def test_simsiam_layer_draws_masks_background_missing_predictions_and_generator():
+    labels = [torch.tensor([[0, 0, 1, 1, 2, 2, -1]]), torch.tensor([[2, 0, -1]])]
+    draws = sample_simsiam_voxels_layers(labels, generator=_generator())
+    assert [sorted(i.tolist()) for i, _ in draws] == [[2, 3, 4, 5], [0]]
+    draws = sample_simsiam_voxels_layers(labels, include_background=True)
+    assert [sorted(i.tolist()) for i, _ in draws] == [[0, 1, 2, 3, 4, 5], [0, 1]]
+    valid = [torch.tensor([[True, True, True, False, True, False, True]]), None]
+    draws = sample_simsiam_voxels_layers(labels, valid_masks=valid, include_background=True)
+    assert [sorted(i.tolist()) for i, _ in draws] == [[0, 1, 2, 4], [0, 1]]
+    # a layer with predictions prefers its false negatives, one without draws at random
+    pred = [torch.tensor([[0, 0, 0, 1, 2, 2, 0]]), None]
+    (indices, classes), _ = sample_simsiam_voxels_layers(labels, pred, max_total=2, max_false_negative=1)
+    assert indices[0].item() == 2 and indices[1].item() in (3, 4, 5)
+    first = sample_simsiam_voxels_layers(labels, max_total=2, generator=_generator(9))
+    again = sample_simsiam_voxels_layers(labels, max_total=2, generator=_generator(9))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again))
+    # every layer is drawn uniformly: over many draws each candidate comes up about equally often
+    hits = torch.zeros(7)
+    for seed in range(400):
+        (indices, _), _ = sample_simsiam_voxels_layers(labels, max_total=2, generator=_generator(seed))
+        hits[indices] += 1
+    assert hits[[0, 1, 6]].sum() == 0 and (hits[2:6] - 200).abs().max() < 45
+    assert sample_simsiam_voxels_layers([]) == []
+    with pytest.raises(ValueError, match="pred_labels"):
+        sample_simsiam_voxels_layers(labels, [torch.zeros(1, 3, dtype=torch.long), None])
+    with pytest.raises(ValueError, match="one entry per layer"):
+        sample_simsiam_voxels_layers(labels, [None])
+    with pytest.raises(ValueError, match="max_total"):
+        sample_simsiam_voxels_layers(labels, max_total=-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_simsiam_layer_draws_do_not_depend_on_the_device():
+    labels, pred = _layer_batch(4)
+    on_cpu = sample_simsiam_voxels_layers(labels, pred, max_total=100, max_false_negative=30,
+                                          generator=_generator(2))
+    on_gpu = sample_simsiam_voxels_layers([y.cuda() for y in labels], [y.cuda() for y in pred], max_total=100,
+                                          max_false_negative=30, generator=_generator(2))
+    for (a, ca), (b, cb) in zip(on_cpu, on_gpu):
+        assert torch.equal(a, b.cpu()) and torch.equal(ca, cb.cpu())

@@ -31,7 +31,7 @@ def _stock_network(trained):
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    plans = PlansManager(json.loads((trained["folder"] / "plans.json").read_text()))
+    plans = PlansManager(json.loads((trained["folder"] / "plans.json").read_text(encoding="utf-8")))
     cm = plans.get_configuration("3d_fullres")
     return get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
                                   cm.network_arch_init_kwargs_req_import, 1, 2, deep_supervision=False)
@@ -54,7 +54,7 @@ def test_checkpoint_holds_exactly_the_stock_network(trained):
 
 
 def test_log_and_progress_show_the_auxiliary_losses(trained):
-    log = next(trained["fold"].glob("training_log_*.txt")).read_text()
+    log = next(trained["fold"].glob("training_log_*.txt")).read_text(encoding="utf-8")
     for term in ("main", "scale_small", "scale_medium", "scale_large", "contrastive"):
         assert term in log
     assert '"contrastive_weight": 0.53' in log

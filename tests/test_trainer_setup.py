@@ -11,9 +11,9 @@ pytestmark = pytest.mark.slow  # needs the shared planned dataset
 
 
 def plans_and_dataset(ds):
-    plans = json.loads((ds["preprocessed"] / "nnUNetPlans.json").read_text())
+    plans = json.loads((ds["preprocessed"] / "nnUNetPlans.json").read_text(encoding="utf-8"))
     plans["continue_training"] = False  # nnU-Net 2.8's run_training adds this key before constructing a trainer
-    dataset_json = json.loads((ds["preprocessed"] / "dataset.json").read_text())
+    dataset_json = json.loads((ds["preprocessed"] / "dataset.json").read_text(encoding="utf-8"))
     return plans, dataset_json
 
 

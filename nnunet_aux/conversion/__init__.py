@@ -3,7 +3,9 @@
 - :func:`write_synthetic_dataset`: synthetic vessel trees;
 - :func:`decompose_dataset`: any nnU-Net raw dataset with a vessel label;
 - :func:`make_multiclass_dataset`: the multi-class baseline variant;
-- :func:`convert_msd_hepaticvessel`, :func:`convert_ircadb`: public datasets.
+- :func:`convert_msd_hepaticvessel`, :func:`convert_ircadb`: public datasets;
+- :func:`make_images_only_dataset`: unlabelled images (dummy labels) for self-supervised
+  pretraining.
 
 All write into a temporary folder that is renamed at the end, never replace an existing
 dataset ID unless asked, copy the source geometry into every file and leave
@@ -28,6 +30,7 @@ _EXPORTS = {
     "convert_ircadb": "ircadb",
     "read_dicom_series": "dicom",
     "plan_labels": "labels",
+    "make_images_only_dataset": "images_only",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,4 +1,4 @@
-"""Subcommands ``synth``, ``decompose``, ``multiclass`` and ``convert`` of ``nnunet_aux``.
+"""Subcommands ``synth``, ``decompose``, ``multiclass``, ``convert`` and ``images-only`` of ``nnunet_aux``.
 
 Heavy imports happen inside the ``run_*`` functions so that ``nnunet_aux -h`` stays fast.
 """
@@ -139,8 +139,30 @@ def run_ircadb(args: argparse.Namespace) -> int:
     ))
 
 
+def run_images_only(args: argparse.Namespace) -> int:
+    """Run ``nnunet_aux images-only``."""
+    from .images_only import make_images_only_dataset
+
+    return _done(make_images_only_dataset(
+        args.input, args.target, channel_names=args.channel_names, include_test=args.include_test,
+        foreground_threshold=args.threshold, num_processes=args.num_processes, **_common_kwargs(args)))
+
+
+_IMAGES_ONLY = """\
+Output: $nnUNet_raw/DatasetXXX_Name with imagesTr (hard links to the images), labelsTr
+(one dummy label map per case: 1 on the whole image, or where channel 0 > --threshold),
+dataset.json (labels background 0, image 1) and images_only_report.json (case -> source
+files). nnU-Net needs labels to plan and load data; nnUNetTrainerCLEFPretrain ignores
+them. Next steps (nnU-Net's pretraining route, TARGET = the labelled dataset):
+  nnUNetv2_plan_and_preprocess -d TARGET -c 3d_fullres
+  nnUNetv2_plan_and_preprocess -d ID --no_pp
+  nnUNetv2_move_plans_between_datasets -s TARGET -t ID -sp nnUNetPlans -tp nnUNetPlans_pretrain
+  nnUNetv2_preprocess -d ID -plans_name nnUNetPlans_pretrain -c 3d_fullres
+  nnUNetv2_train ID 3d_fullres all -p nnUNetPlans_pretrain -tr nnUNetTrainerCLEFPretrain"""
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``synth``, ``decompose``, ``multiclass`` and ``convert`` parsers.
+    """Add the ``synth``, ``decompose``, ``multiclass``, ``convert`` and ``images-only`` parsers.
 
     Parameters
     ----------
@@ -238,3 +260,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--liver-label", action="store_true", help="add the liver as a label after the scales")
     _add_common(p)
     p.set_defaults(func=run_ircadb)
+
+    p = subparsers.add_parser(
+        "images-only", formatter_class=_Formatter,
+        help="make a dataset of unlabelled images for self-supervised pretraining",
+        description="Collect images (nnU-Net datasets or plain folders) into a new nnU-Net raw dataset with dummy "
+                    "labels, for nnUNetTrainerCLEFPretrain.\n\n" + _IMAGES_ONLY,
+    )
+    p.add_argument("-i", "--input", required=True, nargs="+", metavar="SRC",
+                   help="sources: nnU-Net datasets (ID, DatasetXXX_Name or folder with dataset.json; their "
+                        "imagesTr) or folders of images (files ID_0000.nii.gz ..., or one single-channel case "
+                        "per file)")
+    p.add_argument("-o", "--target", required=True, metavar="DST",
+                   help="target: ID (named <source name>_images, or ImagesOnly) or DatasetXXX_Name")
+    p.add_argument("--channel-names", nargs="+", default=None, metavar="NAME",
+                   help="nnU-Net channel names, one per channel (CT selects CT normalisation); needed when no "
+                        "source is an nnU-Net dataset")
+    p.add_argument("--include-test", action="store_true",
+                   help="also take the imagesTs of dataset sources")
+    p.add_argument("--threshold", type=float, default=None, metavar="VALUE",
+                   help="dummy label only where channel 0 exceeds VALUE (e.g. -500 for CT: the body, as CLEF "
+                        "crops); the whole image when not given")
+    _add_common(p, decomposition=False)
+    p.add_argument("-np", "--num-processes", type=int, default=_default_processes(), metavar="N",
+                   help="worker processes writing label maps")
+    p.set_defaults(func=run_images_only)

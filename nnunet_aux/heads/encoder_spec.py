@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Type
 
+import torch
 from torch import nn
 
 _REQUIRED = ("output_channels", "strides", "kernel_sizes", "conv_op", "conv_bias", "norm_op",
@@ -105,3 +106,20 @@ def decoder_convs_per_stage(network: nn.Module) -> Sequence[int]:
     """Number of convolutions in each decoder stage of ``network`` (deepest stage first)."""
     decoder = check_encoder_decoder(network).decoder
     return [len(getattr(stage, "convs", getattr(stage, "blocks", []))) or 1 for stage in decoder.stages]
+
+
+def decoder_features(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Features of the last (full-resolution) decoder stage of an nnU-Net U-Net, for input ``x``.
+
+    The loop of ``UNetDecoder.forward`` without its segmentation layers: what the last
+    1x1(x1) segmentation layer would see. Works for every network that
+    :func:`check_encoder_decoder` accepts, 2D or 3D, whatever its deep-supervision setting.
+    """
+    net = check_encoder_decoder(network)
+    skips = net.encoder(x)
+    decoder = net.decoder
+    x = skips[-1]
+    for s in range(len(decoder.stages)):
+        x = decoder.transpconvs[s](x)
+        x = decoder.stages[s](torch.cat((x, skips[-(s + 2)]), 1))
+    return x

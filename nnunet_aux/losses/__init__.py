@@ -6,14 +6,44 @@
   layers (Lee, Chung and Shin, Eq. 4-7).
 - :mod:`.focal`: binary focal loss for multi-label presence classification (CMU-Net).
 - :mod:`.sampling`: which voxels of a batch enter the voxel-level losses.
+- :mod:`.clef`: CLEF's decoding, discriminativeness and equivariance losses and its random
+  affine transform (Kuleshov, Goncharov and Soboleva, Eq. 1-2).
 """
 
+from .clef import (
+    CLEFDiscriminativeLoss,
+    CLEFEquivarianceLoss,
+    PlaneTransforms,
+    RandomPlaneAffine,
+    affine_matrix,
+    affine_sampling_grid,
+    affine_warp,
+    decoding_loss,
+    discriminative_loss,
+    discriminative_loss_at,
+    draw_voxels,
+    equivariance_loss,
+    valid_sampling_mask,
+)
 from .contrastive import ScaleContrastiveLoss, scale_contrastive_loss
 from .focal import FocalLoss, binary_focal_loss
 from .sampling import gather_voxels, sample_simsiam_voxels, sample_voxels, voxel_hardness
 from .simsiam import VoxelSimSiamLoss, simsiam_class_weights, voxel_simsiam_loss
 
 __all__ = [
+    "CLEFDiscriminativeLoss",
+    "CLEFEquivarianceLoss",
+    "PlaneTransforms",
+    "RandomPlaneAffine",
+    "affine_matrix",
+    "affine_sampling_grid",
+    "affine_warp",
+    "decoding_loss",
+    "discriminative_loss",
+    "discriminative_loss_at",
+    "draw_voxels",
+    "equivariance_loss",
+    "valid_sampling_mask",
     "FocalLoss",
     "ScaleContrastiveLoss",
     "VoxelSimSiamLoss",

@@ -12,6 +12,9 @@ the number of voxels returned depends on the data.
 
 from __future__ import annotations
 
+import math
+from typing import Sequence
+
 import torch
 
 _SAMPLING_MODES = ("random", "hard")
@@ -239,6 +242,113 @@ def sample_simsiam_voxels(
     return indices, flat_labels[indices].long()
 
 
+def sample_simsiam_voxels_layers(
+    labels: Sequence[torch.Tensor],
+    pred_labels: Sequence[torch.Tensor | None] | None = None,
+    max_total: int = 1700,
+    max_false_negative: int = 1000,
+    valid_masks: Sequence[torch.Tensor | None] | None = None,
+    include_background: bool = False,
+    generator: torch.Generator | None = None,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`sample_simsiam_voxels` for several feature layers at once.
+
+    Each layer gets its own draw, with the same rules (at most ``max_total`` voxels, false
+    negatives first up to ``max_false_negative``, the other candidates in random order),
+    but all layers are drawn in one pass: one random key per voxel, one sort of the
+    voxels of every layer by (layer, tier, key), where the tier is 0 for a false negative,
+    1 for another candidate and 2 for a voxel that is never drawn. This costs a fixed
+    number of tensor operations whatever the number of layers, and two host
+    synchronisations, which matters on a GPU where the per-layer draw's small operations
+    and synchronisations cost more than its arithmetic. The draws follow the same
+    distribution as :func:`sample_simsiam_voxels` but are not the same for a given
+    generator.
+
+    Parameters
+    ----------
+    labels : sequence of (B, ...) torch.Tensor of int
+        Ground-truth classes of each layer (shapes may differ between layers).
+    pred_labels : sequence of (B, ...) torch.Tensor of int or None, optional
+        Predicted classes per layer (None for a layer: no false-negative preference).
+    max_total, max_false_negative, include_background, generator
+        As in :func:`sample_simsiam_voxels`.
+    valid_masks : sequence of (B, ...) torch.Tensor of bool or None, optional
+        Voxels that may be drawn, per layer.
+
+    Returns
+    -------
+    draws : list of (indices, classes)
+        Per layer, flat indices into ``labels[layer].reshape(-1)`` (the false negatives
+        first) and their classes, as :func:`sample_simsiam_voxels` returns them.
+
+    Examples
+    --------
+    >>> labels = [torch.tensor([[1, 1, 1, 1, 0, 2]]), torch.tensor([[2, 0, 2]])]
+    >>> pred = [torch.tensor([[0, 1, 0, 1, 0, 2]]), None]
+    >>> (i0, c0), (i1, c1) = sample_simsiam_voxels_layers(labels, pred, max_total=3,
+    ...                                                   max_false_negative=2)
+    >>> sorted(i0[:2].tolist()), c0.shape, sorted(i1.tolist())
+    ([0, 2], torch.Size([3]), [0, 2])
+    """
+    n_layers = len(labels)
+    pred_labels = [None] * n_layers if pred_labels is None else list(pred_labels)
+    valid_masks = [None] * n_layers if valid_masks is None else list(valid_masks)
+    if len(pred_labels) != n_layers or len(valid_masks) != n_layers:
+        raise ValueError("labels, pred_labels and valid_masks need one entry per layer")
+    for name, value in (("max_total", max_total), ("max_false_negative", max_false_negative)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    if n_layers == 0:
+        return []
+    device = labels[0].device
+    flat_labels, tiers, sizes = [], [], []
+    for y, pred, valid in zip(labels, pred_labels, valid_masks):
+        _check_label_tensor(y)
+        if pred is not None:
+            _check_label_tensor(pred, "pred_labels")
+        _check_same_shape(pred, y, "pred_labels")
+        _check_same_shape(valid, y, "valid_mask")
+        flat = y.reshape(-1).to(device).long()
+        candidate = flat >= 0 if include_background else flat > 0
+        if valid is not None:
+            candidate = candidate & valid.reshape(-1).to(device=device, dtype=torch.bool)
+        tier = 2 - candidate.long()  # 1: candidate, 2: never drawn
+        if pred is not None:
+            false_negative = candidate & (flat > 0) & (pred.reshape(-1).to(device) != flat)
+            tier = tier - false_negative.long()  # 0: false negative
+        flat_labels.append(flat)
+        tiers.append(tier)
+        sizes.append(flat.numel())
+    flat = torch.cat(flat_labels)
+    # (no host-to-device copy of the sizes: a blocking copy would synchronise with the GPU)
+    layer = torch.cat([torch.full((n,), i, dtype=torch.long, device=device) for i, n in enumerate(sizes)])
+    group = layer * 3 + torch.cat(tiers)
+    source = generator.device if generator is not None else device
+    key = torch.rand(flat.numel(), generator=generator, device=source, dtype=torch.float64).to(device)
+    order = torch.argsort(group.double() + key)  # by layer, then tier, then at random
+    group, layer = group[order], layer[order]
+    tier = group - layer * 3
+    position = torch.arange(order.numel(), device=device)
+    # position of each voxel within its (layer, tier) run, then among the kept voxels of its layer
+    starts = torch.ones_like(group, dtype=torch.bool)
+    starts[1:] = group[1:] != group[:-1]
+    rank = position - torch.cummax(torch.where(starts, position, 0), 0).values
+    kept = ((tier == 0) & (rank < max_false_negative)) | (tier == 1)
+    before = torch.cumsum(kept.long(), 0) - kept.long()
+    layer_starts = torch.ones_like(starts)
+    layer_starts[1:] = layer[1:] != layer[:-1]
+    kept_rank = before - torch.cummax(torch.where(layer_starts, before, 0), 0).values
+    chosen = kept & (kept_rank < max_total)
+    counts = torch.zeros(n_layers, dtype=torch.long, device=device).index_add_(0, layer, chosen.long())
+    drawn = order[chosen]  # flat indices into the concatenated layers, layer by layer
+    classes = flat[drawn]
+    out, offset = [], 0
+    for size, (indices, cls) in zip(sizes, zip(drawn.split(counts.tolist()), classes.split(counts.tolist()))):
+        out.append((indices - offset, cls))
+        offset += size
+    return out
+
+
 def gather_voxels(features: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     """Feature vectors of the voxels named by flat indices.
 
@@ -267,12 +377,32 @@ def gather_voxels(features: torch.Tensor, indices: torch.Tensor) -> torch.Tensor
         raise ValueError(
             f"features must be (B, C, ...), got shape {tuple(features.shape)}"
         )
-    flat = features.flatten(2) if features.ndim > 2 else features.unsqueeze(2)
-    n_spatial = flat.shape[2]
+    return _gather_at(features, _element_offsets(features, indices))
+
+
+def _element_offsets(features: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """(N, C) positions, in the flat storage of a contiguous ``features``, of the voxels' channels.
+
+    Element (b, c, s) of a (B, C, S) map sits at b*C*S + c*S + s: gathering these with one
+    ``index_select`` avoids permuting the whole feature map, and its backward is an
+    ``index_add`` (advanced indexing, ``flat[b, :, s]``, gives the same values, but its
+    backward is an accumulating ``index_put`` that sorts the indices: several times slower
+    on CUDA). Maps of the same shape share the offsets.
+    """
+    if features.ndim < 2:
+        raise ValueError(
+            f"features must be (B, C, ...), got shape {tuple(features.shape)}"
+        )
+    n_channels = features.shape[1]
+    n_spatial = math.prod(features.shape[2:])
     indices = indices.to(features.device).long()
-    # Advanced indices on dims 0 and 2 around a slice put the index dimension first:
-    # the result is (N, C) without permuting the whole feature map.
-    return flat[indices // n_spatial, :, indices % n_spatial]
+    start = (indices // n_spatial) * (n_channels * n_spatial) + indices % n_spatial
+    return start[:, None] + torch.arange(n_channels, device=features.device) * n_spatial
+
+
+def _gather_at(features: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """The elements at ``offsets`` (from :func:`_element_offsets`), differentiable with respect to ``features``."""
+    return features.reshape(-1).index_select(0, offsets.reshape(-1)).view(offsets.shape)
 
 
 def voxel_hardness(probabilities: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._numerics import attached_zero, autocast_disabled
-from .sampling import gather_voxels, sample_simsiam_voxels
+from .sampling import _element_offsets, _gather_at, sample_simsiam_voxels, sample_simsiam_voxels_layers
 
 __all__ = [
     "simsiam_class_weights",
@@ -191,6 +191,36 @@ def voxel_simsiam_loss(
         return -(weights * torch.where(has_pairs, class_sums, 0.0)).sum()
 
 
+#: layer l's classes are keyed l * _LAYER_KEY + class (classes are non-negative label values)
+_LAYER_KEY = 2 ** 32
+
+
+def _grouped_simsiam_loss(p: torch.Tensor, z: torch.Tensor, keys: torch.Tensor, layer_weights: torch.Tensor,
+                          include_self: bool, pair_reduction: str) -> torch.Tensor:
+    """Sum over layers of ``layer_weight * voxel_simsiam_loss`` from normalised rows of all layers.
+
+    ``keys`` is ``layer * _LAYER_KEY + class`` per row; class weights (Eq. 6) are normalised
+    within each layer, as :func:`voxel_simsiam_loss` does for its single layer.
+    """
+    present, group, counts = torch.unique(keys, return_inverse=True, return_counts=True)
+    layer = torch.div(present, _LAYER_KEY, rounding_mode="floor")
+    n_layers = layer_weights.numel()
+    counts = counts.float()
+    drawn = torch.zeros(n_layers, device=p.device).index_add_(0, layer, counts)  # |P| per layer
+    inverse_frequency = drawn[layer] / counts
+    weights = inverse_frequency / torch.zeros(n_layers, device=p.device).index_add_(0, layer, inverse_frequency)[layer]
+    z_sums = torch.zeros(present.numel(), z.shape[1], device=z.device).index_add_(0, group, z)
+    voxel_terms = (p * z_sums[group]).sum(1)
+    if not include_self:
+        voxel_terms = voxel_terms - (p * z).sum(1)
+    class_sums = torch.zeros(present.numel(), device=p.device).index_add_(0, group, voxel_terms)
+    n_pairs = counts * counts if include_self else counts * (counts - 1)
+    if pair_reduction == "mean":
+        class_sums = class_sums / n_pairs.clamp(min=1)
+    # a class without pairs (one voxel, include_self=False) contributes an exact, attached 0
+    return -(layer_weights.float()[layer] * weights * torch.where(n_pairs > 0, class_sums, 0.0)).sum()
+
+
 def _as_layers(value, name: str, n_layers: int | None = None) -> list:
     """One entry per feature layer: a single tensor is one layer, None is none per layer."""
     if value is None:
@@ -204,11 +234,15 @@ def _as_layers(value, name: str, n_layers: int | None = None) -> list:
 class VoxelSimSiamLoss(nn.Module):
     r"""Multi-resolution voxel-level SimSiam loss (Eq. 7 of [1]_).
 
-    For every feature layer :math:`f`, voxels are drawn with
-    :func:`~nnunet_aux.losses.sampling.sample_simsiam_voxels` (at most 1700, false
-    negatives first) and :func:`voxel_simsiam_loss` is evaluated; the layers are summed
-    with weights :math:`w_f` (1 in the paper, which uses the last three encoder stages).
-    The class weights :math:`w_c` are computed per layer from that layer's draw.
+    For every feature layer :math:`f`, voxels are drawn as
+    :func:`~nnunet_aux.losses.sampling.sample_simsiam_voxels` draws them (at most 1700,
+    false negatives first) and :func:`voxel_simsiam_loss` is evaluated; the layers are
+    summed with weights :math:`w_f` (1 in the paper, which uses the last three encoder
+    stages). The class weights :math:`w_c` are computed per layer from that layer's draw.
+    All layers are drawn (:func:`~nnunet_aux.losses.sampling.sample_simsiam_voxels_layers`)
+    and evaluated in one pass, with the same arithmetic: a fixed number of small tensor
+    operations and three host synchronisations per call whatever the number of layers,
+    which is what the loss costs on a GPU.
 
     Parameters
     ----------
@@ -317,7 +351,6 @@ class VoxelSimSiamLoss(nn.Module):
                 f"layer_weights has {len(weights)} entries for {n_layers} layers"
             )
 
-        total = attached_zero(*predictions)
         for layer, (p, z, y) in enumerate(zip(predictions, projections, labels)):
             expected = (p.shape[0],) + tuple(p.shape[2:])
             if p.ndim < 3 or tuple(z.shape) != tuple(p.shape) or tuple(y.shape) != expected:
@@ -326,21 +359,36 @@ class VoxelSimSiamLoss(nn.Module):
                     f"the same shape and labels (B, ...) to match; got "
                     f"{tuple(p.shape)}, {tuple(z.shape)} and {tuple(y.shape)}"
                 )
-            indices, classes = sample_simsiam_voxels(
-                y,
-                pred_labels[layer],
-                max_total=self.max_total,
-                max_false_negative=self.max_false_negative,
-                valid_mask=valid_masks[layer],
-                include_background=self.include_background,
-                generator=generator,
-            )
-            layer_loss = voxel_simsiam_loss(
-                gather_voxels(p, indices),
-                gather_voxels(z, indices),
-                classes,
-                include_self=self.include_self,
-                pair_reduction=self.pair_reduction,
-            )
-            total = total + weights[layer] * layer_loss
-        return total
+        # All layers are drawn, and their losses computed, in one pass (the same arithmetic
+        # as voxel_simsiam_loss per layer): a fixed number of small tensor operations and
+        # three host synchronisations per step, however many layers.
+        draws = sample_simsiam_voxels_layers(
+            labels,
+            pred_labels,
+            max_total=self.max_total,
+            max_false_negative=self.max_false_negative,
+            valid_masks=valid_masks,
+            include_background=self.include_background,
+            generator=generator,
+        )
+        zero = attached_zero(*predictions)
+        if sum(indices.numel() for indices, _ in draws) == 0:
+            return zero
+        device = predictions[0].device
+        with autocast_disabled(device):
+            width = max(p.shape[1] for p in predictions)
+            p_rows, z_rows, keys = [], [], []
+            for layer, (p, z, (indices, classes)) in enumerate(zip(predictions, projections, draws)):
+                offsets = _element_offsets(p, indices)  # p and z have the same shape
+                rows = (_gather_at(p, offsets).float(), _gather_at(z.detach(), offsets).float())
+                if p.shape[1] < width:  # zero-padding keeps every norm and dot product
+                    rows = tuple(F.pad(r, (0, width - p.shape[1])) for r in rows)
+                p_rows.append(rows[0])
+                z_rows.append(rows[1])
+                keys.append(classes.to(device) + layer * _LAYER_KEY)
+            p_hat = F.normalize(torch.cat(p_rows), dim=1, eps=_NORM_EPS)
+            z_hat = F.normalize(torch.cat(z_rows), dim=1, eps=_NORM_EPS)
+            layer_weights = torch.tensor(weights).to(device, non_blocking=True)  # no stream synchronisation
+            loss = _grouped_simsiam_loss(p_hat, z_hat, torch.cat(keys), layer_weights, self.include_self,
+                                         self.pair_reduction)
+        return zero + loss

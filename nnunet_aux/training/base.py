@@ -125,7 +125,7 @@ class nnUNetTrainerAux(nnUNetTrainer):
             self.network = self.network.module
         if self.is_ddp:
             self.aux_tasks = nn.SyncBatchNorm.convert_sync_batchnorm(self.aux_tasks)
-        model = AuxiliaryTrainingModel(unwrap_network(self.network), self.aux_tasks)
+        model = self._make_training_model(unwrap_network(self.network), self.aux_tasks)
         if self._do_i_compile():
             model = torch.compile(model)
         if self.is_ddp:
@@ -136,6 +136,10 @@ class nnUNetTrainerAux(nnUNetTrainer):
         self.print_to_log_file("nnunet_aux settings:\n" + json.dumps(hp, indent=2, default=str),
                                also_print_to_console=True, add_timestamp=False)
         self.logger.update_config({"nnunet_aux": hp})
+
+    def _make_training_model(self, network: nn.Module, tasks: nn.ModuleDict) -> nn.Module:
+        """The module that training runs (and DDP and ``torch.compile`` wrap): network and heads."""
+        return AuxiliaryTrainingModel(network, tasks)
 
     def set_deep_supervision_enabled(self, enabled: bool):
         unwrap_network(self.network).decoder.deep_supervision = enabled
@@ -276,12 +280,15 @@ class nnUNetTrainerAux(nnUNetTrainer):
         super().on_validation_epoch_end(val_outputs)
         self._log_terms(val_outputs, "val")
 
-    def on_epoch_end(self):
+    def _print_loss_terms(self) -> None:
         terms = [k for k in self.logger.local_logger.aux_keys() if k.startswith("train_loss_")]
         if terms:
             self.print_to_log_file("loss terms (train / val): " + ", ".join(
                 f"{k[len('train_loss_'):]} {self.logger.get_value(k, step=-1):.4f} / "
                 f"{self._last_or_nan('val' + k[len('train'):]):.4f}" for k in terms))
+
+    def on_epoch_end(self):
+        self._print_loss_terms()
         super().on_epoch_end()
 
     def _last_or_nan(self, key: str) -> float:

@@ -17,6 +17,8 @@ CMU-Net's "pre-trained U-Net" baseline     ``nnUNetTrainerClsAuxPretrain``
 voxel-level SimSiam, ``|F| = 3``           ``nnUNetTrainerVoxelSimSiam``
 scale contrastive + SimSiam                ``nnUNetTrainerScaleContrastiveSimSiam``
 scale contrastive + classification         ``nnUNetTrainerScaleContrastiveCls``
+CLEF self-supervised pretraining            ``nnUNetTrainerCLEFPretrain`` (then fine-tune with
+                                            any trainer and ``-pretrained_weights``)
 =========================================  ================================================
 """
 
@@ -32,6 +34,8 @@ from torch import distributed as dist
 from ..dataset_format import read_scale_spec
 from ..heads import decoder_convs_per_stage, encoder_spec
 from .base import nnUNetTrainerAux
+from .pretrain import __all__ as _PRETRAIN_TRAINERS
+from .pretrain import *  # noqa: F401,F403  (nnUNetTrainerCLEFPretrain and its variants)
 from .tasks import ClsTask, ScaleTask, SimSiamTask, default_scale_weights, presence_accuracy, presence_auroc
 from .variants import make_variants
 
@@ -311,7 +315,8 @@ class nnUNetTrainerScaleContrastiveCls(nnUNetTrainerScaleContrastive, nnUNetTrai
 
 __all__ = ["nnUNetTrainerAux", "nnUNetTrainerScaleAux", "nnUNetTrainerScaleContrastive",
            "nnUNetTrainerScaleContrastiveHard", "nnUNetTrainerClsAux", "nnUNetTrainerClsAuxPretrain",
-           "nnUNetTrainerVoxelSimSiam", "nnUNetTrainerScaleContrastiveSimSiam", "nnUNetTrainerScaleContrastiveCls"]
+           "nnUNetTrainerVoxelSimSiam", "nnUNetTrainerScaleContrastiveSimSiam", "nnUNetTrainerScaleContrastiveCls",
+           *_PRETRAIN_TRAINERS]
 for _base in (nnUNetTrainerScaleAux, nnUNetTrainerScaleContrastive, nnUNetTrainerScaleContrastiveHard,
               nnUNetTrainerClsAux, nnUNetTrainerClsAuxPretrain, nnUNetTrainerVoxelSimSiam,
               nnUNetTrainerScaleContrastiveSimSiam, nnUNetTrainerScaleContrastiveCls):

@@ -1,8 +1,9 @@
 """Auxiliary tasks: one module each."""
 
+from .clef import CLEFTask, CLEFTrainingModel
 from .classification import ClsTask, presence_accuracy, presence_auroc, presence_targets
 from .scale import ScaleTask, default_scale_weights
 from .simsiam import SimSiamTask, default_simsiam_weight
 
-__all__ = ["ClsTask", "ScaleTask", "SimSiamTask", "default_scale_weights", "default_simsiam_weight",
+__all__ = ["CLEFTask", "CLEFTrainingModel", "ClsTask", "ScaleTask", "SimSiamTask", "default_scale_weights", "default_simsiam_weight",
            "presence_accuracy", "presence_auroc", "presence_targets"]

@@ -180,6 +180,16 @@ class SimSiamTask(AuxiliaryTask):
         negatives and true positives); with a single foreground class, background gives
         the loss a second class.
 
+    Notes
+    -----
+    Under DDP everything in the loss is per rank: each rank draws at most ``max_voxels``
+    voxels per layer from its own samples (false negatives of its own prediction first),
+    and the class weights ``w_c`` come from that rank's draw; nothing is gathered across
+    ranks. DDP averages the gradients (of the heads too, which sit in the same DDP module as
+    the network), so training optimises the mean over ranks of per-rank losses, as for
+    nnU-Net's own loss. A rank without foreground contributes an exact zero that still
+    reaches every head. ``tests/test_ddp.py`` checks this.
+
     References
     ----------
     .. [1] C. E. Lee, M. Chung and Y.-G. Shin, "Voxel-level Siamese representation learning
