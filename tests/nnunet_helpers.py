@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 BIN = Path(sys.executable).parent
 
@@ -29,17 +29,23 @@ def run(args: Sequence[str], env: Dict[str, str], timeout: int = 900, cwd=None) 
     return proc
 
 
-def shrink_plans(preprocessed_dataset: Path, features=(8, 16, 32, 64, 64), plans: str = "nnUNetPlans") -> dict:
-    """Make the planned U-Net CPU-sized, keeping its stages, strides and data identifier."""
+def shrink_plans(preprocessed_dataset: Path, features=(8, 16, 32, 64, 64), plans: str = "nnUNetPlans",
+                 batch_size: Optional[int] = None) -> dict:
+    """Make the planned U-Net CPU-sized, keeping its stages, strides, blocks and data identifier.
+
+    ``batch_size`` caps the planned batch sizes (the ResEnc presets plan 64 slices for a tiny 2d dataset).
+    """
     path = preprocessed_dataset / f"{plans}.json"
     p = json.loads(path.read_text(encoding="utf-8"))
     for cfg in p["configurations"].values():
+        if batch_size is not None and "batch_size" in cfg:
+            cfg["batch_size"] = min(cfg["batch_size"], batch_size)
         arch = cfg.get("architecture")
         if arch is None:
             continue
         n = arch["arch_kwargs"]["n_stages"]
         arch["arch_kwargs"]["features_per_stage"] = [features[min(i, len(features) - 1)] for i in range(n)]
-    path.write_text(json.dumps(p, indent=1))
+    path.write_text(json.dumps(p, indent=1), encoding="utf-8")
     return p
 
 

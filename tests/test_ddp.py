@@ -39,7 +39,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from nnunet_aux.heads import decoder_convs_per_stage, encoder_spec
+from nnunet_aux.heads import encoder_spec
 from nnunet_aux.training.model import AuxiliaryTrainingModel
 from nnunet_aux.training.seg_loss import build_region_loss
 from nnunet_aux.training.task import AuxBatch
@@ -58,7 +58,7 @@ def build(tasks):
     spec = encoder_spec(net)
     made = {}
     if "scale" in tasks:
-        made["scale"] = ScaleTask(spec, decoder_convs_per_stage(net), [1, 2, 3], ["s", "m", "l"],
+        made["scale"] = ScaleTask(spec, net.decoder, [1, 2, 3], ["s", "m", "l"],
                                   lambda: build_region_loss(False, True, False, DS_WEIGHTS), True,
                                   (0.78, 0.48, 0.54), contrastive_weight=0.53, voxels_per_scale=32,
                                   embedding_dim=8)

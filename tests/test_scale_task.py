@@ -6,19 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from nnunet_aux.heads import decoder_convs_per_stage, encoder_spec
+from nnunet_aux.heads import encoder_spec
 from nnunet_aux.training.seg_loss import build_region_loss
 from nnunet_aux.training.task import AuxBatch
 from nnunet_aux.training.tasks import ScaleTask, default_scale_weights
-from test_heads import plain_unet
+from test_heads import plain_unet, resenc_unet
 
 DS_WEIGHTS = [4 / 7, 2 / 7, 1 / 7, 0]
 
 
-def make_task(contrastive_weight=0.53, sampling="random", ignore=False):
+def make_task(contrastive_weight=0.53, sampling="random", ignore=False, network="plain3d"):
     torch.manual_seed(0)
-    net = plain_unet(features=(4, 8, 16, 16, 16))
-    task = ScaleTask(encoder_spec(net), decoder_convs_per_stage(net), [1, 2, 3], ["small", "medium", "large"],
+    net = {"plain3d": lambda: plain_unet(features=(4, 8, 16, 16, 16)),
+           "plain2d": lambda: plain_unet(2, features=(4, 8, 16, 16, 16)),
+           "resenc3d": resenc_unet}[network]()
+    task = ScaleTask(encoder_spec(net), net.decoder, [1, 2, 3], ["small", "medium", "large"],
                      lambda: build_region_loss(False, False, ignore, DS_WEIGHTS), True, default_scale_weights(3),
                      contrastive_weight=contrastive_weight, sampling=sampling, voxels_per_scale=64,
                      embedding_dim=8)
@@ -26,16 +28,18 @@ def make_task(contrastive_weight=0.53, sampling="random", ignore=False):
 
 
 def batch_for(net, task, scales_present=(1, 2, 3), valid=None):
-    x = torch.randn(2, 1, 32, 32, 32)
-    labels = torch.zeros(2, 32, 32, 32, dtype=torch.long)
+    ndim = encoder_spec(net).ndim
+    x = torch.randn(2, 1, *[32] * ndim)
+    labels = torch.zeros(2, *[32] * ndim, dtype=torch.long)
     for i, s in enumerate(scales_present):
-        labels[:, 8 * i:8 * i + 8, 4:28, 4:28] = s
-    targets = []
-    for f in (1, 2, 4, 8):
-        lab = labels[:, ::f, ::f, ::f]
-        targets.append(torch.stack([lab == s for s in (1, 2, 3)], 1))
+        labels[(slice(None), slice(8 * i, 8 * i + 8)) + (slice(4, 28),) * (ndim - 1)] = s
     skips = net.encoder(x)
     main = net.decoder(skips)
+    targets = []
+    for level in main:  # one target per deep-supervision output, as nnU-Net downsamples them
+        f = 32 // level.shape[-1]
+        lab = labels[(slice(None),) + (slice(None, None, f),) * ndim]
+        targets.append(torch.stack([lab == s for s in (1, 2, 3)], 1))
     return skips, AuxBatch(targets=targets, valid=valid, main_output=main, main_target=None, data=x)
 
 
@@ -44,8 +48,9 @@ def test_paper_weights():
     assert default_scale_weights(4) == (0.6,) * 4
 
 
-def test_losses_are_finite_and_reach_every_parameter():
-    net, task = make_task()
+@pytest.mark.parametrize("network", ["plain3d", "plain2d", "resenc3d"])
+def test_losses_are_finite_and_reach_every_parameter(network):
+    net, task = make_task(network=network)
     skips, batch = batch_for(net, task)
     losses = task.compute_losses(task(skips, batch.main_output), batch)
     assert set(losses) == {"scale_small", "scale_medium", "scale_large", "contrastive"}

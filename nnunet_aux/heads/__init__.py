@@ -3,10 +3,10 @@
 from .auxiliary_decoder import AuxiliaryDecoder
 from .classification_head import ClassificationHead
 from .clef_head import CLEFHead
-from .encoder_spec import (EncoderSpec, check_encoder_decoder, decoder_convs_per_stage, decoder_features, encoder_spec,
+from .encoder_spec import (EncoderSpec, check_decoder, check_encoder_decoder, decoder_features, encoder_spec,
                            unwrap_network)
 from .projection_head import ProjectionHead
 from .simsiam_head import SimSiamHead
 
 __all__ = ["AuxiliaryDecoder", "CLEFHead", "ClassificationHead", "EncoderSpec", "ProjectionHead", "SimSiamHead",
-           "check_encoder_decoder", "decoder_convs_per_stage", "decoder_features", "encoder_spec", "unwrap_network"]
+           "check_decoder", "check_encoder_decoder", "decoder_features", "encoder_spec", "unwrap_network"]

@@ -2,32 +2,55 @@
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple, Union
+import copy
+from typing import List, Tuple, Union
 
 import torch
-from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecoder
+from dynamic_network_architectures.initialization.weight_init import InitWeights_He, init_last_bn_before_add_to_0
 from torch import nn
+from torch.nn.modules.conv import _ConvNd
 
-from .encoder_spec import EncoderSpec
+from .encoder_spec import check_decoder
+
+
+def _output_layer(layer: nn.Module, num_outputs: int, owner: str) -> nn.Module:
+    """A fresh segmentation layer like ``layer`` (nnU-Net's 1x1(x1) convolution) with ``num_outputs`` channels."""
+    if not isinstance(layer, _ConvNd):
+        raise TypeError(f"nnunet_aux cannot extend {owner}: its segmentation layer is a {type(layer).__name__}, "
+                        f"not a convolution.")
+    return type(layer)(layer.in_channels, num_outputs, layer.kernel_size, layer.stride, layer.padding,
+                       bias=layer.bias is not None)
+
+
+def _initialize(module: nn.Module) -> None:
+    """nnU-Net's initialisation of its U-Nets: He-normal convolutions, zero-initialised residual branches."""
+    for m in module.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()  # norms and anything InitWeights_He does not touch
+    module.apply(InitWeights_He(1e-2))
+    module.apply(init_last_bn_before_add_to_0)
 
 
 class AuxiliaryDecoder(nn.Module):
-    """A decoder with the main decoder's stages and skip connections, and its own outputs.
+    """A decoder with the main decoder's architecture, its own weights and its own outputs.
 
-    Built from nnU-Net's own ``UNetDecoder`` block (same transposed convolutions, stacked
-    convolution blocks, normalisation, non-linearity and deep-supervision outputs as the
-    main decoder), but from an :class:`EncoderSpec`, so it holds none of the encoder's
-    weights. Its forward also returns the features of its first (deepest) stage, which
-    the scale contrastive loss projects (paper 1, Eq. 6).
+    The main decoder is copied module for module (``UNetDecoder`` of ``PlainConvUNet`` and
+    ``ResidualEncoderUNet``, ``UNetResDecoder`` of ``ResidualUNet``, or any decoder with
+    their ``stages`` / ``transpconvs`` / ``seg_layers`` structure), so that everything the
+    plan put into it, 2D or 3D convolutions, kernel sizes, strides, blocks per stage,
+    normalisation, non-linearity and its order (``nonlin_first``), dropout, is the same in
+    the auxiliary decoder. The copy leaves out the encoder the main decoder references (it
+    holds none of the encoder's weights), gets new segmentation layers with
+    ``num_outputs`` channels, and is re-initialised as nnU-Net initialises its networks.
+    Its forward also returns the features of its first (deepest) stage, which the scale
+    contrastive loss projects (paper 1, Eq. 6).
 
     Parameters
     ----------
-    spec : EncoderSpec
-        The shared encoder's configuration.
+    main_decoder : nn.Module
+        nnU-Net's decoder (``network.decoder``); it is not modified.
     num_outputs : int
         Output channels of the segmentation layers (1 for one binary scale mask).
-    n_conv_per_stage : int or sequence of int
-        Convolutions per decoder stage, deepest first (as the main decoder).
     deep_supervision : bool
         Whether forward returns one output per stage (highest resolution first).
 
@@ -36,14 +59,25 @@ class AuxiliaryDecoder(nn.Module):
     .. [1] Sadikine et al., ISBI 2023, Eq. 4 (decoders D_s) and Eq. 6 (first decoder layer).
     """
 
-    def __init__(self, spec: EncoderSpec, num_outputs: int, n_conv_per_stage: Union[int, Sequence[int]],
-                 deep_supervision: bool = True, nonlin_first: bool = False):
+    def __init__(self, main_decoder: nn.Module, num_outputs: int, deep_supervision: bool = True):
         super().__init__()
-        # UNetDecoder stores `encoder` as an attribute; a frozen dataclass is not a module, so
-        # it is not registered and contributes no parameters.
-        self.decoder = UNetDecoder(spec, num_outputs, list(n_conv_per_stage) if not isinstance(
-            n_conv_per_stage, int) else n_conv_per_stage, deep_supervision, nonlin_first=nonlin_first)
-        self.first_stage_channels = spec.output_channels[-2]
+        check_decoder(main_decoder)
+        if num_outputs < 1:
+            raise ValueError(f"num_outputs must be positive, got {num_outputs}")
+        # nnU-Net's decoders keep the encoder as a submodule (to read its configuration): the
+        # memo makes deepcopy put None in its place instead of copying the shared encoder.
+        encoder = getattr(main_decoder, "encoder", None)
+        decoder = copy.deepcopy(main_decoder, {id(encoder): None} if encoder is not None else {})
+        owner = type(main_decoder).__name__
+        decoder.seg_layers = nn.ModuleList(_output_layer(layer, num_outputs, owner)
+                                           for layer in main_decoder.seg_layers)
+        if hasattr(decoder, "num_classes"):
+            decoder.num_classes = num_outputs
+        decoder.deep_supervision = deep_supervision
+        _initialize(decoder)
+        self.decoder = decoder
+        #: channels of the first (deepest) stage's features: what its segmentation layer reads
+        self.first_stage_channels = int(main_decoder.seg_layers[0].in_channels)
 
     @property
     def deep_supervision(self) -> bool:

@@ -1,16 +1,16 @@
-"""What an auxiliary head needs to know about nnU-Net's encoder, read off the network.
+"""What the auxiliary parts need to know about nnU-Net's network, read off the network.
 
-nnU-Net's ``UNetDecoder`` takes the encoder *module* to read its configuration and stores
-it as a submodule. An auxiliary decoder built that way would carry a second reference to
-the encoder, so its ``state_dict`` would repeat every encoder weight and loading it would
-overwrite the shared encoder. :class:`EncoderSpec` is a plain (non-module) record with the
-same attributes, so decoders built from it own only their own weights.
+Nothing is taken from constants: convolution type (2D or 3D), feature sizes, strides,
+kernel sizes, normalisation and non-linearity are what the plan built into the network.
+:class:`EncoderSpec` is a plain (non-module) record of the encoder's configuration, so the
+heads built from it hold a reference to none of the encoder's weights.
+:func:`check_encoder_decoder` says, naming the class, why a network cannot be extended.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Type
+from typing import Any, List, Optional, Type
 
 import torch
 from torch import nn
@@ -56,8 +56,40 @@ def unwrap_network(network: nn.Module) -> nn.Module:
             return network
 
 
+#: what the auxiliary parts use of nnU-Net's decoder (``UNetDecoder`` and ``UNetResDecoder`` have them)
+_DECODER_REQUIRED = ("stages", "transpconvs", "seg_layers", "deep_supervision")
+
+
+def check_decoder(decoder: nn.Module, network_name: Optional[str] = None) -> nn.Module:
+    """Check that ``decoder`` has the structure of nnU-Net's U-Net decoders; return it.
+
+    Raises
+    ------
+    TypeError
+        Naming the decoder (and network) class and the missing attribute.
+    """
+    subject = f"network class {network_name}: its decoder ({type(decoder).__name__})" if network_name else \
+        f"decoder class {type(decoder).__name__}: it"
+    missing = [a for a in _DECODER_REQUIRED if not hasattr(decoder, a)]
+    if missing:
+        raise TypeError(f"nnunet_aux cannot extend {subject} lacks {', '.join(repr(a) for a in missing)} "
+                        f"(expected nnU-Net's UNetDecoder structure).")
+    if not (len(decoder.stages) == len(decoder.transpconvs) == len(decoder.seg_layers)):
+        raise TypeError(f"nnunet_aux cannot extend {subject} has 'stages', 'transpconvs' and 'seg_layers' of "
+                        f"different lengths ({len(decoder.stages)}, {len(decoder.transpconvs)}, "
+                        f"{len(decoder.seg_layers)}).")
+    return decoder
+
+
 def check_encoder_decoder(network: nn.Module) -> nn.Module:
     """Check that ``network`` exposes nnU-Net's encoder/decoder structure; return it unwrapped.
+
+    What is needed: ``network.encoder`` returning one feature map per stage (its skips)
+    and describing itself like ``PlainConvEncoder`` / ``ResidualEncoder`` (the attributes
+    of :class:`EncoderSpec`), and ``network.decoder`` with the ``stages`` /
+    ``transpconvs`` / ``seg_layers`` of ``UNetDecoder``, one stage per encoder stage but
+    the deepest. nnU-Net's planned networks (``PlainConvUNet``, ``ResidualEncoderUNet``
+    of the ResEnc presets, 2D and 3D) have it.
 
     Raises
     ------
@@ -76,12 +108,12 @@ def check_encoder_decoder(network: nn.Module) -> nn.Module:
     if missing:
         raise TypeError(f"nnunet_aux cannot extend network class {name}: its encoder "
                         f"({type(encoder).__name__}) lacks {', '.join(missing)}.")
-    for a in ("stages", "transpconvs", "seg_layers"):
-        if not hasattr(decoder, a):
-            raise TypeError(f"nnunet_aux cannot extend network class {name}: its decoder "
-                            f"({type(decoder).__name__}) lacks '{a}' (expected nnU-Net's UNetDecoder).")
+    check_decoder(decoder, name)
     if not getattr(encoder, "return_skips", True):
         raise TypeError(f"nnunet_aux cannot extend network class {name}: its encoder does not return skips.")
+    if len(decoder.stages) != len(encoder.output_channels) - 1:
+        raise TypeError(f"nnunet_aux cannot extend network class {name}: its decoder has {len(decoder.stages)} "
+                        f"stages for {len(encoder.output_channels)} encoder stages (expected one fewer).")
     return net
 
 
@@ -100,12 +132,6 @@ def encoder_spec(network: nn.Module) -> EncoderSpec:
     """
     enc = check_encoder_decoder(network).encoder
     return EncoderSpec(**{a: getattr(enc, a) for a in _REQUIRED})
-
-
-def decoder_convs_per_stage(network: nn.Module) -> Sequence[int]:
-    """Number of convolutions in each decoder stage of ``network`` (deepest stage first)."""
-    decoder = check_encoder_decoder(network).decoder
-    return [len(getattr(stage, "convs", getattr(stage, "blocks", []))) or 1 for stage in decoder.stages]
 
 
 def decoder_features(network: nn.Module, x: torch.Tensor) -> torch.Tensor:

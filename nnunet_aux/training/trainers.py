@@ -32,7 +32,7 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from torch import distributed as dist
 
 from ..dataset_format import read_scale_spec
-from ..heads import decoder_convs_per_stage, encoder_spec
+from ..heads import encoder_spec, unwrap_network
 from .base import nnUNetTrainerAux
 from .pretrain import __all__ as _PRETRAIN_TRAINERS
 from .pretrain import *  # noqa: F401,F403  (nnUNetTrainerCLEFPretrain and its variants)
@@ -66,7 +66,7 @@ class nnUNetTrainerScaleAux(nnUNetTrainerAux):
         spec = self.scale_spec
         weights = self.scale_loss_weights or default_scale_weights(len(spec.scale_labels))
         task = ScaleTask(
-            encoder_spec(self.network), decoder_convs_per_stage(self.network), spec.scale_labels,
+            encoder_spec(self.network), unwrap_network(self.network).decoder, spec.scale_labels,
             spec.scale_names, self.make_region_loss, self.enable_deep_supervision, weights,
             contrastive_weight=self.contrastive_weight, temperature=self.contrastive_temperature,
             voxels_per_scale=self.contrastive_voxels_per_scale, sampling=self.contrastive_sampling,

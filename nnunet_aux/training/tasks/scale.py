@@ -35,9 +35,11 @@ class ScaleTask(AuxiliaryTask):
     Parameters
     ----------
     spec : EncoderSpec
-        The shared encoder E (nnU-Net's).
-    n_conv_per_stage : sequence of int
-        Convolutions per decoder stage, as nnU-Net's main decoder.
+        The shared encoder E (nnU-Net's); gives the projection heads' convolution,
+        normalisation and non-linearity.
+    main_decoder : nn.Module
+        nnU-Net's decoder D_mt; each D_s is a copy of its architecture
+        (:class:`~nnunet_aux.heads.AuxiliaryDecoder`) with its own weights.
     scale_labels : sequence of int
         Label values of the scales in the dataset, smallest to largest.
     scale_names : sequence of str
@@ -67,7 +69,7 @@ class ScaleTask(AuxiliaryTask):
 
     name = "scale"
 
-    def __init__(self, spec: EncoderSpec, n_conv_per_stage: Sequence[int], scale_labels: Sequence[int],
+    def __init__(self, spec: EncoderSpec, main_decoder: nn.Module, scale_labels: Sequence[int],
                  scale_names: Sequence[str], make_seg_loss: Callable[[], nn.Module], deep_supervision: bool,
                  scale_weights: Sequence[float], contrastive_weight: float = 0.0, temperature: float = 0.94,
                  voxels_per_scale: int = 512, sampling: str = "random", embedding_dim: int = 64,
@@ -82,12 +84,12 @@ class ScaleTask(AuxiliaryTask):
         self.scale_weights = [float(w) for w in scale_weights]
         self.contrastive_weight = float(contrastive_weight)
         self.decoders = nn.ModuleList(
-            AuxiliaryDecoder(spec, 1, n_conv_per_stage, deep_supervision) for _ in self.scale_labels)
+            AuxiliaryDecoder(main_decoder, 1, deep_supervision) for _ in self.scale_labels)
         self.seg_losses = nn.ModuleList(make_seg_loss() for _ in self.scale_labels)
         self.projections = None
         self.contrastive = None
         if self.contrastive_weight > 0:
-            width = spec.output_channels[-2]
+            width = self.decoders[0].first_stage_channels
             hidden = projection_hidden or max(embedding_dim, width // 2)
             self.projections = nn.ModuleList(
                 ProjectionHead(spec, width, hidden, embedding_dim) for _ in self.scale_labels)
