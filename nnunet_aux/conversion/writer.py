@@ -262,6 +262,8 @@ def run_parallel(function: Callable[[Any], Any], items: Sequence[Any], num_proce
         indexed = pool.imap_unordered(functools.partial(_indexed_call, function), enumerate(items))
         for index, value in tqdm(indexed, total=len(items), desc=desc, disable=not progress):
             results[index] = value
+        pool.close()  # let workers exit cleanly: terminate() (the with block's exit) leaks their semaphores
+        pool.join()
     return results
 
 

@@ -233,6 +233,8 @@ def evaluate_folders(
             for result in pool.imap(_evaluate_case_star, tasks):
                 results.append(result)
                 bar.update()
+            pool.close()  # let workers exit cleanly: terminate() (the with block's exit) leaks their semaphores
+            pool.join()
     bar.close()
     per_case = [{"case": name, **result} for name, result in zip(names, results)]
 
