@@ -120,3 +120,16 @@ def test_moment_radii_grow_on_a_bend_and_need_four_voxels():
     assert np.isnan(moment_radii(np.zeros((0, 3)), np.zeros(0, int), 2)).all()
     with pytest.raises(ValueError, match="branch"):
         moment_radii(points, branch[:-1], 3)
+
+
+def test_sparse_outputs_are_zeros_and_leave_numpy_huge_page_advice_as_it_was():
+    from nnunet_aux.scales.decomposition import _zeros_for_scattered_writes
+
+    switch = getattr(getattr(getattr(np, "_core", None), "multiarray", None), "_set_madvise_hugepage", None)
+    for state in ((True, False) if switch is not None else (None,)):
+        if switch is not None:
+            switch(state)
+        out = _zeros_for_scattered_writes((3, 1024, 1024), np.float32)  # 12 MB: above numpy's advice threshold
+        assert out.dtype == np.float32 and out.shape == (3, 1024, 1024) and not out.any()
+        if switch is not None:
+            assert switch(True) is state  # restored to what it was before the call

@@ -283,9 +283,9 @@ def decompose_vessels(
     branch_length = np.concatenate(lengths)
 
     thresholds_mm = fixed if fixed is not None else quantile_thresholds(branch_radius, n_scales, quantiles)
-    branch_ids = np.zeros(shape, dtype=np.int32)
+    branch_ids = _zeros_for_scattered_writes(shape, np.int32)
     branch_ids.reshape(-1)[flat] = voxel_branch + 1
-    radius_mm = np.zeros(shape, dtype=np.float32)
+    radius_mm = _zeros_for_scattered_writes(shape, np.float32)
     radius_mm.reshape(-1)[flat] = branch_radius[voxel_branch]
     n_voxels = np.bincount(voxel_branch, minlength=n_branches)
     unscaled = tuple(Branch(id=i + 1, n_voxels=int(n_voxels[i]), length_mm=float(branch_length[i]),
@@ -342,10 +342,32 @@ def _with_scales(result: ScaleDecomposition, thresholds_mm: Sequence[float],
     branch_ids = result.branch_ids.reshape(-1)
     if vessel is None:
         vessel = np.flatnonzero(branch_ids)
-    labels = np.zeros(result.branch_ids.shape, dtype=np.uint8)
+    labels = _zeros_for_scattered_writes(result.branch_ids.shape, np.uint8)
     labels.reshape(-1)[vessel] = lookup[branch_ids[vessel]]
     branches = tuple(dataclasses.replace(b, scale=int(s)) for b, s in zip(result.branches, branch_scale))
     return dataclasses.replace(result, labels=labels, thresholds_mm=thresholds, branches=branches, n_scales=n_scales)
+
+
+def _zeros_for_scattered_writes(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """``np.zeros(shape, dtype)`` for a full-size output written only at the vessel voxels.
+
+    numpy advises the kernel to back large arrays with transparent huge pages. A huge page
+    is zeroed whole (2 MB) at its first write, so scattering 1e5 vessel voxels over a
+    200 x 512 x 512 volume zeroes every page of the output (0.1-0.4 s per float32 array on
+    the development machine, as much as the rest of the decomposition besides thinning;
+    ``benchmarks/RESULTS.md``). Without the advice only the touched 4 KB pages are zeroed.
+    The advice is a process-wide numpy switch (private, so looked up defensively); turning
+    it off for one allocation changes no result, only how memory is backed.
+    """
+    multiarray = getattr(getattr(np, "_core", None), "multiarray", None)
+    switch = getattr(multiarray, "_set_madvise_hugepage", None)
+    if switch is None:
+        return np.zeros(shape, dtype=dtype)
+    previous = switch(False)
+    try:
+        return np.zeros(shape, dtype=dtype)
+    finally:
+        switch(previous)
 
 
 def _decompose_component(
