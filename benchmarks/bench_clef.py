@@ -37,11 +37,11 @@ import json
 import os
 import tempfile
 import time
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from bench_plans import make_plans  # benchmarks/ is on sys.path when a script here runs
+from bench_common import make_plans, step_flops, timed  # benchmarks/ is on sys.path when a script here runs
 
 DATASET_JSON = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "vessel": 1, "tumour": 2},
                 "numTraining": 2, "file_ending": ".nii.gz", "name": "BenchCLEF"}
@@ -93,30 +93,6 @@ def make_batch(trainer, images, labels) -> dict:
     target = ([torch.stack([t["segmentation"][k] for t in samples]) for k in range(len(seg))]
               if isinstance(seg, list) else torch.stack([t["segmentation"] for t in samples]))
     return {"data": torch.stack([t["image"] for t in samples]), "target": target}
-
-
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(function: Callable[[], object], device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    function()
-    _sync(device)
-    return time.perf_counter() - start
-
-
-def step_flops(trainer, batch) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with counter:
-        trainer.train_step(batch)
-    return int(counter.get_total_flops())
 
 
 def transform_seconds(trainer, batch, repeats: int) -> dict:

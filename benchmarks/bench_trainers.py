@@ -68,11 +68,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 
-from bench_plans import make_plans  # benchmarks/ is on sys.path when a script here runs
+from bench_common import make_plans, step_flops, timed  # benchmarks/ is on sys.path when a script here runs
 
 #: short name -> trainer class (stock first: the reference of every ratio)
 TRAINER_CLASSES = {
@@ -159,31 +159,6 @@ def build_trainer(name: str, plans: dict, device):
     return trainer
 
 
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(function: Callable[[], object], device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    function()
-    _sync(device)
-    return time.perf_counter() - start
-
-
-def step_flops(trainer, batch) -> int:
-    """Forward + backward FLOPs of one training step (convolutions and matrix products)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with counter:
-        trainer.train_step(batch)
-    return int(counter.get_total_flops())
-
-
 def is_compiled(trainer) -> bool:
     return hasattr(trainer.network, "_orig_mod") or hasattr(getattr(trainer, "training_model", None), "_orig_mod")
 
@@ -258,14 +233,8 @@ def aux_loss_seconds(trainer, batch, repeats: int) -> Dict[str, float]:
     valid = valid if trainer.label_manager.has_ignore_label else None
     with torch.no_grad(), trainer._autocast():
         main_output, aux_outputs = trainer.training_model(data)
-    seconds, offset = {}, 0
-    for name, task in trainer.aux_tasks.items():
-        n = len(task.target_regions())
-        own = None
-        if n:
-            own = ([t[:, offset:offset + n] for t in aux_target] if isinstance(aux_target, list)
-                   else aux_target[:, offset:offset + n])
-        offset += n
+    seconds = {}
+    for (name, task), own in zip(trainer.aux_tasks.items(), trainer._targets_per_task(aux_target)):
         term = MEASURED_TERMS.get(name)
         if term is None or (name == "scale" and task.contrastive is None):
             continue

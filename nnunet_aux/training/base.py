@@ -191,14 +191,7 @@ class nnUNetTrainerAux(nnUNetTrainer):
         main_loss = self.loss(main_output, main_target)
         terms = {"main": main_loss}
         total = main_loss
-        offset = 0
-        for name, task in self.aux_tasks.items():
-            n = len(task.target_regions())
-            own = None
-            if n:
-                own = ([t[:, offset:offset + n] for t in aux_target] if isinstance(aux_target, list)
-                       else aux_target[:, offset:offset + n])
-            offset += n
+        for (name, task), own in zip(self.aux_tasks.items(), self._targets_per_task(aux_target)):
             batch = AuxBatch(targets=own, valid=valid if self.label_manager.has_ignore_label else None,
                              main_output=main_output, main_target=main_target, data=data)
             losses = task.compute_losses(aux_outputs[name], batch)
@@ -207,6 +200,23 @@ class nnUNetTrainerAux(nnUNetTrainer):
                 terms[key] = value
                 total = total + weights[key] * value
         return total, terms, main_output, main_target
+
+    def _targets_per_task(self, aux_target) -> List[Any]:
+        """Each auxiliary task's own target channels (None for a task without target regions).
+
+        ``aux_target`` holds the tasks' regions one after the other, in ``self.aux_tasks``
+        order (one tensor, or one per deep-supervision level).
+        """
+        targets, offset = [], 0
+        for task in self.aux_tasks.values():
+            n = len(task.target_regions())
+            own = None
+            if n:
+                own = ([t[:, offset:offset + n] for t in aux_target] if isinstance(aux_target, list)
+                       else aux_target[:, offset:offset + n])
+            targets.append(own)
+            offset += n
+        return targets
 
     def _to_device(self, batch):
         data = batch["data"].to(self.device, non_blocking=True)

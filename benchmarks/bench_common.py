@@ -1,8 +1,9 @@
-"""The benchmarks' nnU-Net plan: one hand-written 3d_fullres configuration, no dataset needed."""
+"""What the trainer benchmarks share: a hand-written nnU-Net plan (no dataset needed), timing, FLOPs."""
 
 from __future__ import annotations
 
-from typing import Sequence
+import time
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -55,3 +56,29 @@ def make_plans(patch: Sequence[int], features: Sequence[int], batch_size: int, *
             "architecture": arch, "batch_dice": False,
         }},
     }
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(function: Callable[[], object], device) -> float:
+    """Wall seconds of ``function()``, CUDA-synchronised before and after."""
+    _sync(device)
+    start = time.perf_counter()
+    function()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def step_flops(trainer, batch) -> int:
+    """Forward + backward FLOPs of one training step (convolutions and matrix products)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        trainer.train_step(batch)
+    return int(counter.get_total_flops())
