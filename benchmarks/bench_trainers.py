@@ -2,9 +2,13 @@
 
 Builds stock ``nnUNetTrainer`` and the selected auxiliary trainers (``--trainers``, default all:
 ``stock``, ``aux`` = ``nnUNetTrainerScaleAux``, ``contrastive`` = ``nnUNetTrainerScaleContrastive``,
+``lite`` = ``nnUNetTrainerScaleContrastiveLite``,
 ``cls`` = ``nnUNetTrainerClsAux``, ``simsiam`` = ``nnUNetTrainerVoxelSimSiam``, ``contrastive+simsiam``
-= ``nnUNetTrainerScaleContrastiveSimSiam``, ``contrastive+cls`` = ``nnUNetTrainerScaleContrastiveCls``;
-stock is always added, every ratio is against it) in one process from a hand-written 3d_fullres
+= ``nnUNetTrainerScaleContrastiveSimSiam``, ``contrastive+cls`` = ``nnUNetTrainerScaleContrastiveCls``,
+``skeleton`` = ``nnUNetTrainerSkeletonRecall``, ``cldice`` = ``nnUNetTrainerSoftClDice``,
+``contrastive+skeleton`` = ``nnUNetTrainerScaleContrastiveSkeletonRecall``, ``lite+skeleton`` =
+``nnUNetTrainerScaleContrastiveLiteSkeletonRecall``; stock is always added,
+every ratio is against it) in one process from a hand-written 3d_fullres
 plan (nnU-Net's plan format, no preprocessed dataset needed) and the scale data contract's
 dataset.json, feeds all of them the same batch and reports, per trainer and relative to stock
 measured in the same run:
@@ -79,14 +83,19 @@ TRAINER_CLASSES = {
     "stock": "nnunetv2.training.nnUNetTrainer.nnUNetTrainer.nnUNetTrainer",
     "aux": "nnunet_aux.training.trainers.nnUNetTrainerScaleAux",
     "contrastive": "nnunet_aux.training.trainers.nnUNetTrainerScaleContrastive",
+    "lite": "nnunet_aux.training.trainers.nnUNetTrainerScaleContrastiveLite",
     "cls": "nnunet_aux.training.trainers.nnUNetTrainerClsAux",
     "simsiam": "nnunet_aux.training.trainers.nnUNetTrainerVoxelSimSiam",
     "contrastive+simsiam": "nnunet_aux.training.trainers.nnUNetTrainerScaleContrastiveSimSiam",
     "contrastive+cls": "nnunet_aux.training.trainers.nnUNetTrainerScaleContrastiveCls",
+    "skeleton": "nnunet_aux.training.trainers.nnUNetTrainerSkeletonRecall",
+    "cldice": "nnunet_aux.training.trainers.nnUNetTrainerSoftClDice",
+    "contrastive+skeleton": "nnunet_aux.training.trainers.nnUNetTrainerScaleContrastiveSkeletonRecall",
+    "lite+skeleton": "nnunet_aux.training.trainers.nnUNetTrainerScaleContrastiveLiteSkeletonRecall",
 }
 TRAINERS = tuple(TRAINER_CLASSES)
-#: step-time targets of issue #4 (ratio to stock)
-STEP_TARGETS = {"cls": 1.03, "simsiam": 1.10}
+#: step-time targets of issues #4 and #11 (ratio to stock)
+STEP_TARGETS = {"cls": 1.03, "simsiam": 1.10, "skeleton": 1.05, "lite": 1.35}
 
 
 def trainer_class(name: str):
@@ -98,7 +107,7 @@ def trainer_class(name: str):
 DATASET_JSON = {
     "channel_names": {"0": "CT"},
     "labels": {"background": 0, "vessel": [1, 2, 3], "tumour": 4},
-    "regions_class_order": [1, 2],
+    "regions_class_order": [1, 4],
     "scales": {"vessel": {"small": 1, "medium": 2, "large": 3}},
     "numTraining": 2,
     "file_ending": ".nii.gz",
@@ -199,7 +208,8 @@ def saved_activation_bytes(trainer, batch) -> int | None:
 
 
 #: the loss term of each auxiliary task whose share of a step is measured
-MEASURED_TERMS = {"scale": "contrastive", "cls": "cls", "simsiam": "simsiam"}
+MEASURED_TERMS = {"scale": "contrastive", "cls": "cls", "simsiam": "simsiam", "skeleton_recall": "skeleton_recall",
+                  "cldice": "cldice"}
 
 
 def _as_leaves(value):

@@ -3,6 +3,7 @@
 Same as `nnunet_aux synth`; `-h` lists every option. Example::
 
     python dataset_conversion/synthetic.py -d 900 -n 20 --n-test 5
+    python dataset_conversion/synthetic.py -d 901 -n 20 --n-test 5 --preset clinical  # CT-calibrated, harder
 """
 
 import sys

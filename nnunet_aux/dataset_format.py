@@ -8,14 +8,23 @@ tree, and records the scales under the extra key ``"scales"``::
 
     {"channel_names": {"0": "CT"},
      "labels": {"background": 0, "vessel": [1, 2, 3], "tumour": 4},
-     "regions_class_order": [1, 2],
+     "regions_class_order": [1, 4],
      "scales": {"vessel": {"small": 1, "medium": 2, "large": 3}},
      "numTraining": 20, "file_ending": ".nii.gz"}
 
 nnU-Net ignores the ``"scales"`` key; stock ``nnUNetTrainer`` trains the binary vessel
 task (plus the other structures) on it. ``regions_class_order`` gives the value each
-region is written with in predictions: the source dataset's values, so predictions look
-like the source dataset's labels (vessel 1, tumour 2 above).
+region is written with in predictions. It is a value *inside* that region (its smallest,
+see :func:`written_values`): vessel 1, tumour 4 above. nnU-Net's own evaluation
+(``fold_X/validation/summary.json``, ``nnUNetv2_evaluate_folder``,
+``nnUNetv2_find_best_configuration``, ensembling) reads a predicted region as the voxels
+whose value lies in the region, so only then does it score predictions right.
+
+Datasets written by nnunet_aux 0.1 wrote the source dataset's values (vessel 1, tumour 2):
+nnU-Net then reads the tumour as a vessel scale. :func:`check_regions_class_order` finds
+them and names the fix, ``nnunet_aux upgrade -d ID`` (:func:`upgrade_dataset_json`), which
+rewrites dataset.json in place. Predictions go back to the source dataset's values with
+``nnunet_aux map-labels`` (:mod:`nnunet_aux.conversion.map_labels`).
 
 The multi-class variant (:func:`multiclass_dataset_json`) uses the very same label files
 with one class per scale and no regions.
@@ -25,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +136,130 @@ def _label_values(value: Any, name: str, source: str) -> tuple[int, ...]:
     return out
 
 
+def foreground_regions(labels: Mapping[str, Any], source: str = "dataset.json") -> dict[str, tuple[int, ...]]:
+    """The regions nnU-Net predicts: every entry of ``labels`` but background and ignore, in order.
+
+    Examples
+    --------
+    >>> foreground_regions({"background": 0, "vessel": [1, 2, 3], "tumour": 4, "ignore": 5})
+    {'vessel': (1, 2, 3), 'tumour': (4,)}
+    """
+    regions = {}
+    for name, value in labels.items():
+        values = _label_values(value, name, source)
+        if name in ("background", "ignore") or values == (0,):
+            continue
+        regions[str(name)] = values
+    return regions
+
+
+def written_values(labels: Mapping[str, Any], source: str = "dataset.json") -> list[int]:
+    """``regions_class_order`` that writes each region with a value inside it: its smallest value.
+
+    nnU-Net's predictor paints region ``i`` with ``regions_class_order[i]`` (later regions
+    over earlier ones); its evaluation reads a region back as the voxels whose value lies
+    in the region. Only a value inside the region makes the two agree.
+
+    Parameters
+    ----------
+    labels : mapping
+        The ``labels`` entry of a dataset.json.
+    source : str, optional
+        For error messages.
+
+    Returns
+    -------
+    order : list of int
+        One value per foreground region, in the order of ``labels``.
+
+    Examples
+    --------
+    >>> written_values({"background": 0, "vessel": [1, 2, 3], "tumour": 4})
+    [1, 4]
+    """
+    return [min(values) for values in foreground_regions(labels, source).values()]
+
+
+def _upgrade_hint(source: str) -> str:
+    found = re.search(r"Dataset(\d{3})_", source)
+    return f"nnunet_aux upgrade -d {int(found.group(1)) if found else 'ID'}"
+
+
+def check_regions_class_order(dataset_json: Mapping[str, Any], source: str = "dataset.json") -> None:
+    """Stop when a region-based dataset.json writes a region with a value outside it.
+
+    Such predictions are misread by nnU-Net's own evaluation (a tumour written as 2 is read
+    as a vessel scale); datasets written by nnunet_aux 0.1 are like that.
+
+    Raises
+    ------
+    InputError
+        Naming the region, the value and the command that fixes the dataset.
+
+    Examples
+    --------
+    >>> check_regions_class_order({"labels": {"background": 0, "vessel": [1, 2], "tumour": 3},
+    ...                            "regions_class_order": [1, 3]})
+    """
+    regions = foreground_regions(dataset_json["labels"], source)
+    order = dataset_json.get("regions_class_order")
+    if order is None:
+        return
+    try:
+        order = [int(v) for v in order]
+    except (TypeError, ValueError):
+        raise InputError(f"{source}: regions_class_order must be a list of integers, got {order!r}") from None
+    if len(order) != len(regions):
+        raise InputError(f"{source}: regions_class_order {order} needs one value per region "
+                         f"({', '.join(regions)})")
+    for (name, values), value in zip(regions.items(), order):
+        if value not in values:
+            readers = [n for n, v in regions.items() if value in v]
+            read_as = f"reads as {readers[0]!r}" if readers else "finds in no region"
+            raise InputError(
+                f"{source}: regions_class_order {order} writes {name!r} {list(values)} as {value}, which "
+                f"nnU-Net's evaluation {read_as} (a dataset written by nnunet_aux 0.1); run "
+                f"`{_upgrade_hint(source)}` to rewrite its dataset.json with {written_values(dataset_json['labels'])}"
+            )
+
+
+def upgrade_dataset_json(dataset_json: Mapping[str, Any], source: str = "dataset.json") -> tuple[dict, bool]:
+    """dataset.json with a ``regions_class_order`` that writes every region inside itself.
+
+    Parameters
+    ----------
+    dataset_json : mapping
+        A region-based dataset.json (scale-decomposed or not); other datasets come back
+        unchanged.
+    source : str, optional
+        For error messages.
+
+    Returns
+    -------
+    dataset_json : dict
+        A copy; ``regions_class_order`` from :func:`written_values` where it was wrong.
+    changed : bool
+
+    Examples
+    --------
+    >>> old = {"labels": {"background": 0, "vessel": [1, 2, 3], "tumour": 4}, "regions_class_order": [1, 2]}
+    >>> new, changed = upgrade_dataset_json(old)
+    >>> new["regions_class_order"], changed
+    ([1, 4], True)
+    """
+    out = dict(dataset_json)
+    if "labels" not in out or not isinstance(out["labels"], Mapping):
+        raise InputError(f"{source} has no 'labels' object; it is not an nnU-Net dataset.json")
+    if out.get("regions_class_order") is None:
+        return out, False
+    try:
+        check_regions_class_order(out, source)
+        return out, False
+    except InputError:
+        out["regions_class_order"] = written_values(out["labels"], source)
+        return out, True
+
+
 def make_scale_dataset_json(
     num_training: int,
     n_scales: int = 3,
@@ -155,8 +289,9 @@ def make_scale_dataset_json(
     ignore : bool, optional
         Add nnU-Net's ``ignore`` label after all others.
     regions_class_order : sequence of int, optional
-        Value of each region (structure first, then ``other_labels``) in predictions.
-        Defaults to ``1, 2, ...``: the structure is written as 1.
+        Value of each region (structure first, then ``other_labels``) in predictions; each
+        must lie inside its region. Defaults to :func:`written_values`: the structure is
+        written as 1, the other labels as their own values.
     channel_names : mapping, optional
         nnU-Net channel names; defaults to ``{"0": "CT"}``.
     file_ending : str, optional
@@ -177,7 +312,7 @@ def make_scale_dataset_json(
     >>> dj["labels"]
     {'background': 0, 'vessel': [1, 2, 3], 'tumour': 4}
     >>> dj["regions_class_order"], dj["scales"]
-    ([1, 2], {'vessel': {'small': 1, 'medium': 2, 'large': 3}})
+    ([1, 4], {'vessel': {'small': 1, 'medium': 2, 'large': 3}})
     """
     names = scale_names(n_scales)
     other_labels = list(other_labels)
@@ -195,13 +330,17 @@ def make_scale_dataset_json(
         labels["ignore"] = n_scales + 1 + len(other_labels)
     n_regions = 1 + len(other_labels)
     if regions_class_order is None:
-        regions_class_order = range(1, n_regions + 1)
+        regions_class_order = written_values(labels)
     regions_class_order = [int(v) for v in regions_class_order]
     if len(regions_class_order) != n_regions:
         raise ValueError(
             f"regions_class_order needs {n_regions} values (the structure and {len(other_labels)} "
             f"other labels), got {regions_class_order}"
         )
+    for (region, values), value in zip(foreground_regions(labels).items(), regions_class_order):
+        if value not in values:
+            raise ValueError(f"regions_class_order writes {region!r} {list(values)} as {value}, a value outside "
+                             f"it; nnU-Net's evaluation would misread it")
     dataset_json: dict[str, Any] = {
         "channel_names": dict(channel_names) if channel_names is not None else {"0": "CT"},
         "labels": labels,
@@ -296,9 +435,22 @@ def read_scale_spec(dataset_json: Mapping[str, Any], source: str = "dataset.json
             f"{source}: label {structure!r} is {list(regions.get(structure, ()))} but its scales are "
             f"{list(scale_labels)}; the structure's region must hold exactly its scale labels"
         )
+    if multiclass:
+        # The multi-class variant names its scale classes "<structure>_<scale name>"; a
+        # "scales" entry pointing at other classes (e.g. vessel and tumour) is a mistake.
+        wrong = [f"{n}={v}" for v, n in zip(scale_labels, names)
+                 if labels.get(f"{structure}_{n}") != v and labels.get(f"{structure}_{n}") != [v]]
+        if wrong:
+            raise InputError(
+                f"{source}: {SCALES_KEY}[{structure!r}] names {', '.join(wrong)}, but {structure!r} is not a "
+                f"label and the labels {', '.join(f'{structure}_{n}' for n in names)} do not hold these "
+                f"values; the scales must be the values of the {structure!r} region"
+            )
     order = dataset_json.get("regions_class_order")
     if not multiclass and order is None:
         raise InputError(f"{source}: region-based labels need 'regions_class_order'")
+    if not multiclass:
+        check_regions_class_order(dataset_json, source)
     return ScaleSpec(
         structure=str(structure),
         scale_labels=scale_labels,

@@ -54,16 +54,21 @@ CONFIGURATIONS = ("3d_fullres", "2d")
 TRAINERS = {
     "nnUNetTrainerScaleAux": {"scale"},
     "nnUNetTrainerScaleContrastive": {"scale"},
+    "nnUNetTrainerScaleContrastiveLite": {"scale"},
     "nnUNetTrainerClsAux": {"cls"},
     "nnUNetTrainerClsAuxPretrain": {"cls"},
     "nnUNetTrainerVoxelSimSiam": {"simsiam"},
     "nnUNetTrainerCLEFPretrain": {"clef"},
     "nnUNetTrainerScaleContrastiveSimSiam": {"scale", "simsiam"},
     "nnUNetTrainerScaleContrastiveCls": {"scale", "cls"},
+    "nnUNetTrainerSkeletonRecall": {"skeleton_recall"},
+    "nnUNetTrainerSoftClDice": {"cldice"},
 }
+#: compositions checked on the ignore-label dataset only (each is its parts, which the whole matrix covers)
+IGNORE_ONLY_TRAINERS = {"nnUNetTrainerScaleContrastiveSkeletonRecall": {"scale", "skeleton_recall"}}
 CASCADE_TRAINER = "nnUNetTrainerScaleContrastiveSimSiam"
-#: label values a prediction may hold: vessel (regions_class_order 1) and tumour (2)
-PREDICTED_LABELS = {0, 1, 2}
+#: label values a prediction may hold: vessel (regions_class_order 1) and tumour (4)
+PREDICTED_LABELS = {0, 1, 4}
 IGNORE_LABEL = 5
 
 
@@ -192,8 +197,14 @@ def check_built_from_plan(trainer, network_class: str, ndim: int) -> None:
     assert len(decoders) == (3 if "scale" in trainer.aux_tasks else 0)
     for decoder in decoders:
         own = {k[len("decoder."):]: v.shape for k, v in decoder.state_dict().items()
-               if not k.startswith("decoder.seg_layers.")}
-        assert own == main
+               if k.startswith("decoder.") and not k.startswith("decoder.seg_layers.")}
+        if decoder.width == 1:
+            assert own == main and decoder.skip_reduction is None
+        else:  # a light decoder: the same layers, each at most as wide, and a reduction per encoder stage
+            assert own.keys() == main.keys()
+            assert all(len(own[k]) == len(main[k]) and all(a <= b for a, b in zip(own[k], main[k])) for k in own)
+            assert any(own[k] != main[k] for k in own)
+            assert len(decoder.skip_reduction.reductions) == len(arch["features_per_stage"])
 
 
 def check_checkpoint(trainer, tasks) -> dict:
@@ -206,7 +217,8 @@ def check_checkpoint(trainer, tasks) -> dict:
     assert type(trainer).build_network_architecture is nnUNetTrainer.build_network_architecture
     aux = ckpt["aux_state"]
     assert set(aux["hyperparameters"]) == tasks
-    assert aux["task_weights"] and not any(".encoder." in k for k in aux["task_weights"])
+    has_parameters = any(True for _ in trainer.aux_tasks.parameters())  # Skeleton Recall and clDice have none
+    assert bool(aux["task_weights"]) == has_parameters and not any(".encoder." in k for k in aux["task_weights"])
     terms = [key for task in trainer.aux_tasks.values() for key in task.loss_weights()]
     for term in terms:
         for split in ("train", "val"):
@@ -254,9 +266,10 @@ def check_resume(trainer, ckpt: dict) -> None:
     for k, v in ckpt["aux_state"]["task_weights"].items():
         torch.testing.assert_close(restored[k], v, rtol=0, atol=0)
     state = fresh.optimizer.state_dict()
-    assert len(state["param_groups"]) == 2
+    has_parameters = any(True for _ in fresh.aux_tasks.parameters())
+    assert len(state["param_groups"]) == (2 if has_parameters else 1)
     saved = ckpt["optimizer_state"]["state"]
-    for i in state["param_groups"][1]["params"]:
+    for i in (state["param_groups"][1]["params"] if has_parameters else []):
         if i in saved:
             torch.testing.assert_close(state["state"][i]["momentum_buffer"], saved[i]["momentum_buffer"])
 
@@ -275,7 +288,8 @@ def test_plan_train_predict_resume(matrix, trainer_name, plans, configuration, t
 
 #: outputs that auxiliary losses read voxel by voxel, per task (SimSiam's z passes through the
 #: prediction MLP's instance norm into p, so its gradient mixes voxels: p is what the loss reads)
-DENSE_OUTPUTS = {"scale": ("logits", "embeddings"), "simsiam": ("p",)}
+DENSE_OUTPUTS = {"scale": ("logits", "embeddings"), "simsiam": ("p",), "skeleton_recall": ("logits",),
+                 "cldice": ("logits",)}
 
 
 def _tensors(value) -> List[torch.Tensor]:
@@ -329,7 +343,7 @@ def spy_on_ignored_voxels(trainer) -> Dict[str, int]:
     return seen
 
 
-@pytest.mark.parametrize("trainer_name", list(TRAINERS))
+@pytest.mark.parametrize("trainer_name", list(TRAINERS) + list(IGNORE_ONLY_TRAINERS))
 def test_ignore_label_second_class_and_two_channels(matrix, trainer_name, tmp_path):
     from nnunetv2.run.run_training import get_trainer_from_args
 
@@ -343,7 +357,7 @@ def test_ignore_label_second_class_and_two_channels(matrix, trainer_name, tmp_pa
     assert trainer.label_manager.ignore_label == IGNORE_LABEL and trainer.num_input_channels == 2
     seen = spy_on_ignored_voxels(trainer)
     trainer.run_training()
-    tasks = TRAINERS[trainer_name]
+    tasks = {**TRAINERS, **IGNORE_ONLY_TRAINERS}[trainer_name]
     if tasks != {"clef"}:
         assert seen["valid_masks"] > 0
     if tasks & set(DENSE_OUTPUTS):

@@ -67,8 +67,8 @@ def test_generic_dataset(tmp_path):
     assert out == tmp_path / "Dataset200_Source_scales"
     dj = load_dataset_json(out)
     assert dj["labels"] == {"background": 0, "vessel": [1, 2], "liver": 3, "ignore": 4}
-    # Predictions carry the source's values: vessel 2, liver 1.
-    assert dj["regions_class_order"] == [2, 1]
+    # Each region is predicted with a value inside it (vessel 1, liver 3), so nnU-Net's own evaluation reads it.
+    assert dj["regions_class_order"] == [1, 3]
     assert dj["channel_names"] == {"0": "CT", "1": "other"} and dj["numTraining"] == 2
     assert read_scale_spec(dj).regions == {"vessel": (1, 2), "liver": (3,)}
 
@@ -189,7 +189,7 @@ def test_msd_hepaticvessel(tmp_path):
     assert [p.name for p in (out / "imagesTs").iterdir()] == ["hepaticvessel_003_0000.nii.gz"]
     dj = load_dataset_json(out)
     assert dj["labels"] == {"background": 0, "vessel": [1, 2], "tumour": 3}
-    assert dj["regions_class_order"] == [1, 2] and dj["channel_names"] == {"0": "CT"}
+    assert dj["regions_class_order"] == [1, 3] and dj["channel_names"] == {"0": "CT"}
     label_image = sitk.ReadImage(str(out / "labelsTr" / "hepaticvessel_002.nii.gz"))
     label = sitk.GetArrayFromImage(label_image)
     thin, thick = tube_label()

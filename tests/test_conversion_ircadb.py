@@ -119,6 +119,7 @@ def test_ircadb_conversion(tmp_path):
     assert sorted(before) == sorted(p.relative_to(source) for p in source.rglob("*"))  # source untouched
     dj = load_dataset_json(out)
     assert dj["labels"] == {"background": 0, "vessel": [1, 2], "liver": 3} and dj["numTraining"] == 3
+    assert dj["regions_class_order"] == [1, 3]  # the liver predicted as 3, inside its region
     assert sorted(p.name for p in (out / "imagesTr").iterdir()) == [
         "ircadb_01_0000.nii.gz", "ircadb_02_0000.nii.gz", "ircadb_10_0000.nii.gz"]
 

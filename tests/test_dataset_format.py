@@ -28,7 +28,7 @@ def test_scale_names():
 def test_make_scale_dataset_json_is_the_design_layout():
     dj = make_scale_dataset_json(7, 3, other_labels=["tumour"], name="X", description="d")
     assert dj["labels"] == {"background": 0, "vessel": [1, 2, 3], "tumour": 4}
-    assert dj["regions_class_order"] == [1, 2]
+    assert dj["regions_class_order"] == [1, 4]  # each region written with a value inside it
     assert dj[SCALES_KEY] == {"vessel": {"small": 1, "medium": 2, "large": 3}}
     assert dj["numTraining"] == 7 and dj["file_ending"] == ".nii.gz" and dj["channel_names"] == {"0": "CT"}
     assert dj["name"] == "X" and dj["description"] == "d"
@@ -52,10 +52,12 @@ def test_nnunet_label_manager_accepts_it(n_scales, others, ignore):
 
 
 def test_regions_class_order_and_bad_names():
-    dj = make_scale_dataset_json(1, 2, other_labels=["liver"], regions_class_order=[2, 1])
-    assert dj["regions_class_order"] == [2, 1]
+    dj = make_scale_dataset_json(1, 2, other_labels=["liver"], regions_class_order=[2, 3])
+    assert dj["regions_class_order"] == [2, 3]
     with pytest.raises(ValueError, match="regions_class_order needs 2"):
         make_scale_dataset_json(1, 2, other_labels=["liver"], regions_class_order=[1])
+    with pytest.raises(ValueError, match=r"writes 'liver' \[3\] as 1, a value outside"):
+        make_scale_dataset_json(1, 2, other_labels=["liver"], regions_class_order=[1, 1])
     with pytest.raises(ValueError, match="twice or reserved"):
         make_scale_dataset_json(1, 2, other_labels=["vessel"])
 
@@ -112,3 +114,50 @@ def test_write_and_load_dataset_json(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(InputError, match="bad.json is not valid JSON"):
         load_dataset_json(tmp_path / "bad.json")
+
+
+# ------------------------------------------------------------------ regions_class_order (issue 12)
+OLD_MSD = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "vessel": [1, 2, 3], "tumour": 4},
+           "regions_class_order": [1, 2], "scales": {"vessel": {"small": 1, "medium": 2, "large": 3}},
+           "numTraining": 1, "file_ending": ".nii.gz"}
+
+
+@pytest.mark.parametrize("n_scales, others, ignore", [(2, [], False), (3, ["tumour"], False),
+                                                       (4, ["liver", "tumour"], True)])
+def test_nnunet_writes_every_region_inside_itself(n_scales, others, ignore):
+    """What nnU-Net's predictor writes, nnU-Net's evaluation reads back as the same regions."""
+    import numpy as np
+    import torch
+
+    dj = make_scale_dataset_json(1, n_scales, other_labels=others, ignore=ignore)
+    lm = LabelManager(dj["labels"], dj["regions_class_order"])
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, n_scales + len(others) + 1, size=(6, 7, 8))  # a label map without ignore
+    onehot = np.stack([np.isin(truth, r) for r in lm.foreground_regions]).astype(np.float32)
+    written = lm.convert_probabilities_to_segmentation(torch.from_numpy(onehot)).numpy()
+    for region, channel in zip(lm.foreground_regions, onehot):
+        np.testing.assert_array_equal(np.isin(written, region), channel.astype(bool))
+
+
+def test_old_regions_class_order_is_detected_with_the_upgrade_command():
+    from nnunet_aux.dataset_format import check_regions_class_order, upgrade_dataset_json
+
+    with pytest.raises(InputError, match=r"writes 'tumour' \[4\] as 2, which nnU-Net's evaluation reads as "
+                                         r"'vessel'.*nnunet_aux upgrade -d 508.*\[1, 4\]"):
+        read_scale_spec(OLD_MSD, "dataset.json of Dataset508_MSDHepaticVessel")
+    with pytest.raises(InputError, match="nnunet_aux upgrade -d ID"):
+        check_regions_class_order(OLD_MSD, "x.json")
+    new, changed = upgrade_dataset_json(OLD_MSD)
+    assert changed and new["regions_class_order"] == [1, 4] and OLD_MSD["regions_class_order"] == [1, 2]
+    assert read_scale_spec(new).regions_class_order == (1, 4)
+    assert upgrade_dataset_json(new) == (new, False)
+    plain = {"labels": {"background": 0, "vessel": 1}}
+    assert upgrade_dataset_json(plain) == (plain, False)
+
+
+def test_scales_naming_other_structures_are_refused():
+    """Case 9: 'artery' is no label; its 'scales' point at the vessel (1) and the tumour (2)."""
+    dj = {"labels": {"background": 0, "vessel": 1, "tumour": 2}, "scales": {"artery": {"small": 1, "large": 2}},
+          "numTraining": 1, "file_ending": ".nii.gz", "channel_names": {"0": "CT"}}
+    with pytest.raises(InputError, match=r"f.json: scales\['artery'\] names small=1, large=2.*artery_small"):
+        read_scale_spec(dj, "f.json")

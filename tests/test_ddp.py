@@ -43,7 +43,8 @@ from nnunet_aux.heads import encoder_spec
 from nnunet_aux.training.model import AuxiliaryTrainingModel
 from nnunet_aux.training.seg_loss import build_region_loss
 from nnunet_aux.training.task import AuxBatch
-from nnunet_aux.training.tasks import ClsTask, ScaleTask, SimSiamTask
+from nnunet_aux.training.skeleton_targets import tubed_skeleton
+from nnunet_aux.training.tasks import ClsTask, ScaleTask, SimSiamTask, SkeletonRecallTask, SoftClDiceTask
 
 # nnU-Net's rule under DDP: the lowest output keeps a tiny weight so that its layer is used
 DS_WEIGHTS = [0.5713, 0.2857, 0.1428, 1e-6]
@@ -62,13 +63,29 @@ def build(tasks):
                                   lambda: build_region_loss(False, True, False, DS_WEIGHTS), True,
                                   (0.78, 0.48, 0.54), contrastive_weight=0.53, voxels_per_scale=32,
                                   embedding_dim=8)
+    if "scale_lite" in tasks:  # nnUNetTrainerScaleContrastiveLite's task: narrow decoders, balanced BCE
+        made["scale"] = ScaleTask(spec, net.decoder, [1, 2, 3], ["s", "m", "l"],
+                                  lambda: build_region_loss(False, True, False, DS_WEIGHTS, bce_pos_weight="balanced"),
+                                  True, (0.78, 0.48, 0.54), contrastive_weight=0.53, voxels_per_scale=32,
+                                  embedding_dim=8, decoder_width=0.25)
     if "cls" in tasks:
         made["cls"] = ClsTask(spec, ["vessel", "large"])  # region dataset: structure k = region channel k
     if "simsiam" in tasks:
         # a budget below the rank-0 candidates at the highest SimSiam resolution, so that the draw is partial
         made["simsiam"] = SimSiamTask(spec, n_regions=2, n_layers=3, hidden_channels=8, max_voxels=40,
                                       max_false_negatives=25)
+    if "skeleton_recall" in tasks:  # no parameters: reads the main output (two regions) and its skeleton
+        made["skeleton_recall"] = SkeletonRecallTask([0, 1], None, deep_supervision_weights=DS_WEIGHTS)
+    if "cldice" in tasks:
+        made["cldice"] = SoftClDiceTask([0, 1], None)
     return AuxiliaryTrainingModel(net, nn.ModuleDict(made))
+
+
+def skeletons(main_targets):
+    """The tubed skeleton of each region at full resolution, downsampled to every level as the targets are."""
+    full = main_targets[0]
+    skel = torch.stack([torch.stack([torch.from_numpy(tubed_skeleton(m.numpy())) for m in sample]) for sample in full])
+    return [skel[(slice(None), slice(None)) + (slice(None, None, 32 // t.shape[-1]),) * 3] for t in main_targets]
 
 
 def batch(rank, step):
@@ -91,7 +108,8 @@ def loss_of(model, main_loss, x, targets, main_targets):
     total = main_loss(main, main_targets)
     terms = {"main": total.detach()}
     for name, task in tasks.items():
-        own = targets if name == "scale" else None  # only the scale task has target channels
+        # the scale task has region channels, skeleton recall its skeleton channels; the others none
+        own = targets if name == "scale" else skeletons(main_targets) if name == "skeleton_recall" else None
         losses = task.compute_losses(aux[name], AuxBatch(own, None, main, main_targets, x))
         weights = task.loss_weights()
         total = total + sum(weights[k] * v for k, v in losses.items())
@@ -157,6 +175,15 @@ def test_ddp_synchronises_heads_and_network(tmp_path):
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
+def test_ddp_synchronises_light_scale_decoders(tmp_path):
+    ranks = run_ddp(tmp_path, ("scale_lite",))
+    check_synchronised(ranks)
+    names = [n for n, _ in build(("scale_lite",)).named_parameters()]
+    idx = [i for i, n in enumerate(names) if ".skip_reduction." in n]
+    assert idx and any(ranks[0][0]["ddp"][i].abs().sum() > 0 for i in idx)
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
 def test_ddp_synchronises_cls_and_simsiam_heads_beside_the_scale_task(tmp_path):
     ranks = run_ddp(tmp_path, ("scale", "cls", "simsiam"))
     check_synchronised(ranks)
@@ -179,3 +206,13 @@ def test_ddp_synchronises_cls_and_simsiam_heads_beside_the_scale_task(tmp_path):
         _, terms = loss_of(model, main_loss, *batch(rank, 0))
         for k in terms:
             torch.testing.assert_close(record[0]["terms"][k], terms[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
+def test_ddp_with_skeleton_recall_and_cldice(tmp_path):
+    """The parameter-free thin-structure terms keep DDP synchronised; a rank without foreground gives recall 0."""
+    ranks = run_ddp(tmp_path, ("skeleton_recall", "cldice"))
+    check_synchronised(ranks)
+    r0, r1 = ranks
+    assert r1[1]["terms"]["skeleton_recall"] == 0  # no skeleton on the single-sample rank in step 1
+    assert 0 < r0[1]["terms"]["skeleton_recall"] < 1 and 0 < r0[0]["terms"]["cldice"] < 1

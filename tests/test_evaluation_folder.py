@@ -17,6 +17,7 @@ from nnunet_aux.evaluation import (
     vessel_metrics,
 )
 from nnunet_aux.evaluation.cli import register
+from nnunet_aux.errors import InputError
 
 SPACING_XYZ = (0.8, 0.7, 2.0)        # SimpleITK order; array order is (2.0, 0.7, 0.8)
 SPACING_ZYX = tuple(reversed(SPACING_XYZ))
@@ -275,5 +276,5 @@ def test_cli_scales_with_multiclass_labels(tmp_path):
     with pytest.raises(ValueError, match="vessel:small=1"):
         parse_scale_arguments(["vessel=1"])
     args = parser.parse_args(["evaluate", "-ref", str(ref_dir), "-pred", str(pred_dir), "--scales", "vessel:s=1"])
-    with pytest.raises(SystemExit):
+    with pytest.raises(InputError, match="--scales needs --labels"):
         args.func(args)

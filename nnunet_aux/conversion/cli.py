@@ -37,8 +37,10 @@ _DATA_CONTRACT = """\
 Output: a dataset in nnU-Net raw format whose label maps carry the vessel scales
 (1 = small ... S = large), other structures after them; dataset.json declares the whole
 vessel tree as an nnU-Net region ("vessel": [1, 2, 3]) and the scales under "scales".
-A report, scale_decomposition_report.json, lies beside dataset.json. Existing datasets
-with the same ID are never replaced without --overwrite. Next step:
+Predictions write each region with a value inside it (vessel 1, tumour S+1), so that
+nnU-Net's own evaluation reads them right; `nnunet_aux map-labels` gives the source's
+values back. A report, scale_decomposition_report.json, lies beside dataset.json.
+Existing datasets with the same ID are never replaced without --overwrite. Next step:
   nnUNetv2_plan_and_preprocess -d ID -c 3d_fullres --verify_dataset_integrity"""
 
 
@@ -100,7 +102,7 @@ def run_synth(args: argparse.Namespace) -> int:
     return _done(write_synthetic_dataset(
         args.dataset_id, args.n_train, args.n_test, shape=args.shape, spacing=args.spacing, seed=args.seed,
         n_scales=args.n_scales, num_processes=args.num_processes, name=args.name, true_scales=args.true_scales,
-        tumours=not args.no_tumours, settings=settings, **_common_kwargs(args),
+        tumours=not args.no_tumours, settings=settings, preset=args.preset, **_common_kwargs(args),
     ))
 
 
@@ -180,10 +182,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-d", "--dataset-id", type=int, default=900, metavar="ID", help="dataset ID")
     p.add_argument("-n", "--n-train", type=int, default=20, metavar="N", help="training cases")
     p.add_argument("--n-test", type=int, default=0, metavar="N", help="test cases with labels")
-    p.add_argument("--shape", type=int, nargs=3, default=(64, 96, 96), metavar=("Z", "Y", "X"),
-                   help="volume shape in voxels")
-    p.add_argument("--spacing", type=float, nargs=3, default=(1.0, 0.8, 0.8), metavar=("Z", "Y", "X"),
-                   help="voxel size in mm")
+    p.add_argument("--preset", choices=("demo", "clinical"), default="demo",
+                   help="image regime: 'demo' = easy (vessels 180-200 HU on 100 HU parenchyma, noise 20 HU, "
+                        "64x96x96 voxels of 1.0x0.8x0.8 mm); 'clinical' = calibrated to portal-venous liver CT "
+                        "(veins 155-175 HU on 110 HU, noise 22 HU, 32x96x96 voxels of 2.0x0.8x0.8 mm with the "
+                        "slice profile's partial volume: the thinnest vessels near the noise floor). --shape "
+                        "and --spacing override the preset's")
+    p.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                   help="volume shape in voxels (default: the preset's)")
+    p.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                   help="voxel size in mm (default: the preset's)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--name", default="SyntheticVessels", help="dataset name after DatasetXXX_")
     p.add_argument("--true-scales", action="store_true",
@@ -197,7 +205,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="decompose the vessel label of an nnU-Net raw dataset into scales",
         description="Turn any nnU-Net raw dataset with a vessel label into a scale-decomposed dataset. "
                     "Images are hard-linked (or copied) unchanged; the other labels are kept and numbered "
-                    "after the scales; predictions keep the source's label values.\n\n" + _DATA_CONTRACT,
+                    "after the scales.\n\n" + _DATA_CONTRACT,
     )
     p.add_argument("-d", "--source", required=True, metavar="SRC",
                    help="source dataset: ID, DatasetXXX_Name or folder path")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,11 +67,81 @@ def check_file_ending(path: Path | str) -> str:
     raise InputError(f"{path}: unsupported file type; supported endings: {', '.join(SITK_FILE_ENDINGS)}")
 
 
-def read_geometry(path: Path | str) -> Geometry:
-    """Geometry of an image file, read from its header only."""
+def check_complete(path: Path | str) -> None:
+    """Stop when an image file is truncated or corrupt, before anything uses it.
+
+    SimpleITK reads a ``.nii.gz`` whose gzip stream ends early without complaint and fills
+    the missing voxels with zeros (a label map silently loses structures). So every gzip
+    stream is decompressed to its end-of-stream marker (its CRC checked), and an
+    uncompressed NIfTI file must be as long as its header says. Cost: one decompression,
+    about 0.3 s for a 100 MB volume.
+
+    Parameters
+    ----------
+    path : path-like
+        An image file.
+
+    Raises
+    ------
+    InputError
+        Naming the file: missing, truncated or corrupt.
+
+    Examples
+    --------
+    >>> import gzip, tempfile, os
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     f = os.path.join(d, "x.nii.gz")
+    ...     with open(f, "wb") as out:
+    ...         _ = out.write(gzip.compress(bytes(1000))[:-20])
+    ...     check_complete(f)
+    Traceback (most recent call last):
+    ...
+    nnunet_aux.errors.InputError: .../x.nii.gz is truncated or corrupt (Compressed file ended before the end-of-stream marker was reached)
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"missing file {path}")
+    name = path.name.lower()
+    try:
+        if name.endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                while f.read(1 << 24):
+                    pass
+        elif name.endswith(".nii"):
+            _check_nifti_length(path)
+    except (EOFError, OSError, zlib.error) as e:
+        raise InputError(f"{path} is truncated or corrupt ({e})") from None
+
+
+def _check_nifti_length(path: Path) -> None:
+    with open(path, "rb") as f:
+        header = f.read(544)
+    size = path.stat().st_size
+    if len(header) < 348:
+        raise EOFError(f"{size} bytes, shorter than a NIfTI header")
+    for order in ("<", ">"):
+        if struct.unpack(order + "i", header[:4])[0] == 348:  # NIfTI-1
+            dims = struct.unpack(order + "8h", header[40:56])
+            bitpix = struct.unpack(order + "h", header[72:74])[0]
+            offset = int(struct.unpack(order + "f", header[108:112])[0])
+            break
+        if struct.unpack(order + "i", header[:4])[0] == 540 and len(header) >= 540:  # NIfTI-2
+            dims = struct.unpack(order + "8q", header[16:80])
+            bitpix = struct.unpack(order + "h", header[14:16])[0]
+            offset = int(struct.unpack(order + "q", header[168:176])[0])
+            break
+    else:
+        return  # not a NIfTI header SimpleITK would read either; leave the error to it
+    n_dims = max(0, min(int(dims[0]), 7))
+    expected = offset + int(np.prod([max(int(d), 1) for d in dims[1:n_dims + 1]], dtype=np.int64)) * bitpix // 8
+    if size < expected:
+        raise EOFError(f"the header promises {expected} bytes, the file has {size}")
+
+
+def read_geometry(path: Path | str) -> Geometry:
+    """Geometry of an image file, read from its header (the file is checked to be complete)."""
+    path = Path(path)
+    check_complete(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -82,10 +155,9 @@ def read_geometry(path: Path | str) -> Geometry:
 
 
 def read_image(path: Path | str) -> sitk.Image:
-    """Read a 3D image file, with a clear error naming the file."""
+    """Read a 3D image file, with a clear error naming the file (truncated files included)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"missing file {path}")
+    check_complete(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as e:
@@ -160,10 +232,16 @@ def write_image(image: sitk.Image, path: Path | str) -> None:
     sitk.WriteImage(image, str(path), useCompression=True)
 
 
-def link_or_copy(source: Path | str, target: Path | str) -> None:
-    """Hard-link ``source`` to ``target``, or copy it where links are not possible."""
+def link_or_copy(source: Path | str, target: Path | str, check: bool = True) -> None:
+    """Hard-link ``source`` to ``target``, or copy it where links are not possible.
+
+    With ``check`` (default) the source is first checked with :func:`check_complete`;
+    callers that have just checked it pass False.
+    """
     source, target = Path(source), Path(target)
-    if not source.is_file():
+    if check:
+        check_complete(source)
+    elif not source.is_file():
         raise InputError(f"missing file {source}")
     try:
         os.link(source, target)

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +31,9 @@ from tqdm import tqdm
 
 from ..dataset_format import load_dataset_json, write_dataset_json, write_json_atomic
 from ..errors import InputError
-from .image_io import SITK_FILE_ENDINGS, link_or_copy
+from .image_io import SITK_FILE_ENDINGS, check_complete, link_or_copy, read_image
 from .paths import _NAME, check_target_free, raw_root as _raw_root, resolve_source, target_name
-from .writer import _move_into_place
+from .staging import staged_folder
 
 #: the file beside dataset.json that says where every case came from
 REPORT_FILENAME = "images_only_report.json"
@@ -124,7 +122,7 @@ def _resolve(source, raw_root) -> tuple[Path, bool]:
 
 def _write_label(job: tuple[ImageCase, str, float | None]) -> None:
     case, label_file, threshold = job
-    image = sitk.ReadImage(case.files[0])
+    image = read_image(case.files[0])
     if threshold is None:
         array = np.ones(sitk.GetArrayViewFromImage(image).shape, dtype=np.uint8)
     else:
@@ -236,18 +234,20 @@ def make_images_only_dataset(
     name = target_name(target, default)
     root = _raw_root(raw_root)
     for folder, is_dataset in resolved:
-        if is_dataset and folder.name[:10] == name[:10] and folder.resolve().parent == root.resolve():
-            raise InputError(f"target {name} has the ID of the source dataset {folder.name}; pick another ID")
-    existing = check_target_free(root, name, overwrite)
-    root.mkdir(parents=True, exist_ok=True)
-    out = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=root))
-    try:
+        real = folder.resolve()  # a link to a raw dataset is that dataset
+        if is_dataset and real.name[:10] == name[:10] and real.parent == root.resolve():
+            raise InputError(f"target {name} has the ID of the source dataset {real.name}; pick another ID")
+    existing = check_target_free(root, name, overwrite, sources=[f for f, _ in resolved])
+    for case in cases:  # a truncated image would be linked in unnoticed otherwise
+        for f in case.files:
+            check_complete(f)
+    with staged_folder(root, name, existing) as out:
         (out / "imagesTr").mkdir()
         (out / "labelsTr").mkdir()
         jobs = []
         for case in cases:
             for c, f in enumerate(case.files):
-                link_or_copy(f, out / "imagesTr" / f"{case.identifier}_{c:04d}{ending}")
+                link_or_copy(f, out / "imagesTr" / f"{case.identifier}_{c:04d}{ending}", check=False)
             jobs.append((case, str(out / "labelsTr" / f"{case.identifier}{ending}"), foreground_threshold))
         bar = tqdm(total=len(jobs), desc="label maps", disable=not progress)
         if num_processes > 1 and len(jobs) > 1:
@@ -271,8 +271,4 @@ def make_images_only_dataset(
             "label": rule, "sources": [str(f) for f, _ in resolved], "include_test": bool(include_test),
             "cases": {c.identifier: list(c.files) for c in cases},
         }, out / REPORT_FILENAME)
-        _move_into_place(out, root / name, existing)
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
     return root / name

@@ -232,5 +232,5 @@ def convert_ircadb(
         description=f"3D-IRCADb-01 liver vessels ({parts}) decomposed into {settings.n_scales} scales"
                     + (f", cropped to the liver box + {margin_mm} mm" if crop_liver else ""),
         report={"source": str(folder.resolve()), "artery": artery, "crop_liver": crop_liver,
-                "margin_mm": margin_mm if crop_liver else None, "liver_label": liver_label},
+                "margin_mm": margin_mm if crop_liver else None, "liver_label": liver_label}, sources=[folder],
     )

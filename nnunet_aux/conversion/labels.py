@@ -33,8 +33,10 @@ class LabelPlan:
         ``lut[source value]`` is the output value; 0 for the structure, whose voxels get
         their scale instead.
     regions_class_order : tuple of int
-        Source value of each output region (structure first), so predictions carry the
-        source dataset's label values.
+        Value each output region is predicted as (structure first): a value inside the
+        region (the smallest scale, ``1``, for the structure; its own value for every other
+        label), so that nnU-Net's own evaluation reads predictions right. ``nnunet_aux
+        map-labels`` takes predictions back to the source's values.
     """
 
     structure: str
@@ -117,7 +119,7 @@ def plan_labels(source_labels: Mapping[str, Any], structure: str, n_scales: int,
     --------
     >>> plan = plan_labels({"background": 0, "Vessel": 1, "Tumour": 2}, "vessel", 3)
     >>> plan.other_labels, plan.lut.tolist(), plan.regions_class_order
-    (('Tumour',), [0, 0, 4], (1, 2))
+    (('Tumour',), [0, 0, 4], (1, 4))
     """
     if "background" not in source_labels:
         raise InputError(f"{source}: labels have no 'background' entry")
@@ -163,5 +165,5 @@ def plan_labels(source_labels: Mapping[str, Any], structure: str, n_scales: int,
         ignore=ignore,
         source_values=tuple(sorted(values.values())),
         lut=lut,
-        regions_class_order=(values[structure], *(v for v, _ in others)),
+        regions_class_order=(1, *(n_scales + 1 + i for i in range(len(others)))),
     )

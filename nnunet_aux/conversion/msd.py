@@ -68,8 +68,10 @@ def convert_msd_hepaticvessel(
 ) -> Path:
     """Convert MSD Task08_HepaticVessel into a scale-decomposed nnU-Net dataset.
 
-    Labels: vessel scales ``1..S``, tumour ``S + 1``; predictions are written as in MSD
-    (vessel 1, tumour 2). Images are linked unchanged as ``<case>_0000.nii.gz``.
+    Labels: vessel scales ``1..S``, tumour ``S + 1``; predictions are written as vessel 1,
+    tumour ``S + 1`` (each region with a value inside it, so that nnU-Net's own evaluation
+    reads them right; ``nnunet_aux map-labels`` gives MSD's vessel 1, tumour 2). Images are
+    linked unchanged as ``<case>_0000.nii.gz``.
 
     Parameters
     ----------
@@ -119,5 +121,5 @@ def convert_msd_hepaticvessel(
         num_processes=num_processes, progress=progress,
         channel_names={str(k): str(v) for k, v in channels.items()}, file_ending=MSD_FILE_ENDING,
         description=f"MSD Task08 hepatic vessel, vessels decomposed into {settings.n_scales} scales",
-        report={"source": str(folder.resolve())},
+        report={"source": str(folder.resolve())}, sources=[folder],
     )

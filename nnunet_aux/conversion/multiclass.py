@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from ..dataset_format import REPORT_FILENAME, load_dataset_json, multiclass_dataset_json, write_dataset_json
 from ..errors import InputError
 from .image_io import link_or_copy
 from .paths import check_target_free, raw_root as _raw_root, resolve_source, target_name
-from .writer import _move_into_place
+from .staging import staged_folder
 
 _FOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
 
@@ -64,13 +62,12 @@ def make_multiclass_dataset(
     source_name = folder.name.split("_", 1)[1] if folder.name.startswith("Dataset") else folder.name
     name = target_name(target, f"{source_name}_multiclass")
     root = _raw_root(raw_root)
-    if folder.name[:10] == name[:10] and folder.resolve().parent == root.resolve():
-        raise InputError(f"target {name} has the ID of the source dataset {folder.name}; pick another ID")
-    existing = check_target_free(root, name, overwrite)
-    root.mkdir(parents=True, exist_ok=True)
+    real = folder.resolve()  # a link to a raw dataset is that dataset
+    if real.name[:10] == name[:10] and real.parent == root.resolve():
+        raise InputError(f"target {name} has the ID of the source dataset {real.name}; pick another ID")
+    existing = check_target_free(root, name, overwrite, sources=[folder])
     dataset_json["name"] = name[11:]
-    out = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=root))
-    try:
+    with staged_folder(root, name, existing) as out:
         for sub in _FOLDERS:
             if not (folder / sub).is_dir():
                 continue
@@ -81,8 +78,4 @@ def make_multiclass_dataset(
         if (folder / REPORT_FILENAME).is_file():
             link_or_copy(folder / REPORT_FILENAME, out / REPORT_FILENAME)
         write_dataset_json(dataset_json, out)
-        _move_into_place(out, root / name, existing)
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
     return root / name

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Sequence
 
 from ..errors import DatasetExistsError, InputError
 
@@ -115,16 +116,33 @@ def resolve_source(source: int | str | os.PathLike, root: str | os.PathLike | No
     return path
 
 
-def check_target_free(root: Path, name: str, overwrite: bool) -> list[Path]:
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_target_free(root: Path, name: str, overwrite: bool,
+                      sources: Sequence[str | os.PathLike] = ()) -> list[Path]:
     """Folders that block writing dataset ``name`` into ``root``.
 
     Returns the raw folders with the same ID, to be removed when ``overwrite`` is true;
     raises :class:`DatasetExistsError` when they exist and ``overwrite`` is false. A
     dataset with the same ID but another name in ``$nnUNet_preprocessed`` or
     ``$nnUNet_results`` always stops the conversion, since nnU-Net would then refuse the ID.
+    A folder to be replaced that is, holds or lies inside one of ``sources`` (compared
+    after following symbolic links) stops it too: overwriting would delete the input.
     """
     dataset_id = int(name[7:10])
     existing = folders_with_id(root, dataset_id)
+    for folder in existing:
+        real = folder.resolve()
+        for source in sources:
+            source_real = Path(source).resolve()
+            if _inside(source_real, real) or _inside(real, source_real):
+                raise InputError(
+                    f"target {name} would replace {folder}, which is the source {source}"
+                    + (f" (a link to {source_real})" if Path(source).absolute() != source_real else "")
+                    + "; pick another ID"
+                )
     if existing and not overwrite:
         raise DatasetExistsError(
             f"dataset ID {dataset_id} already exists: {', '.join(str(p) for p in existing)} "

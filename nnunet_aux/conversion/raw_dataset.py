@@ -155,13 +155,14 @@ def decompose_dataset(
     jobs = raw_dataset_jobs(folder, dataset_json)
     source_name = folder.name.split("_", 1)[1] if folder.name.startswith("Dataset") else folder.name
     name = target_name(target, f"{source_name}_scales")
-    if folder.name[:10] == name[:10] and folder.resolve().parent == _raw_root(raw_root).resolve():
-        raise InputError(f"target {name} has the ID of the source dataset {folder.name}; pick another ID")
+    real = folder.resolve()  # a link to a raw dataset is that dataset
+    if real.name[:10] == name[:10] and real.parent == _raw_root(raw_root).resolve():
+        raise InputError(f"target {name} has the ID of the source dataset {real.name}; pick another ID")
     return write_scale_dataset(
         jobs, plan, name, settings=settings, raw_root_folder=raw_root, overwrite=overwrite,
         num_processes=num_processes, progress=progress,
         channel_names=dataset_json.get("channel_names", dataset_json.get("modality")),
         file_ending=dataset_json["file_ending"],
         description=f"{plan.structure} of {folder.name} decomposed into {settings.n_scales} scales",
-        report={"source": str(folder.resolve())},
+        report={"source": str(folder.resolve())}, sources=[folder],
     )

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import multiprocessing
 import os
 import pickle
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
+from numbers import Real
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -28,6 +29,8 @@ from ..errors import InputError
 from .image_io import Geometry, link_or_copy, write_array, write_image
 from .labels import LabelPlan
 from .paths import check_target_free, raw_root
+from .staging import move_into_place as _move_into_place  # noqa: F401  (kept for callers of the old name)
+from .staging import staged_folder
 
 THRESHOLD_MODES = ("quantile", "dataset", "fixed")
 
@@ -60,12 +63,15 @@ class DecompositionSettings:
     quantiles: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        if int(self.n_scales) != self.n_scales or self.n_scales < 2:
-            raise InputError(f"the number of scales must be an integer of at least 2, got {self.n_scales}")
+        if not _is_whole(self.n_scales) or self.n_scales < 2:
+            raise InputError(f"the number of scales must be an integer of at least 2, got {self.n_scales!r}")
         if self.thresholds not in THRESHOLD_MODES:
             raise InputError(f"thresholds must be one of {THRESHOLD_MODES}, got {self.thresholds!r}")
-        if int(self.m_neighbours) != self.m_neighbours or self.m_neighbours < 1:
-            raise InputError(f"m_neighbours must be a positive integer, got {self.m_neighbours}")
+        if not _is_whole(self.m_neighbours) or self.m_neighbours < 1:
+            raise InputError(f"m_neighbours must be a positive integer, got {self.m_neighbours!r}")
+        for what, values in (("fixed radii", self.fixed_radii_mm), ("quantile levels", self.quantiles)):
+            if values is not None and not all(isinstance(v, Real) and math.isfinite(v) for v in values):
+                raise InputError(f"{what} must be finite numbers, got {list(values)}")
         if self.thresholds == "fixed":
             radii = self.fixed_radii_mm
             if radii is None or len(radii) != self.n_scales - 1:
@@ -83,6 +89,11 @@ class DecompositionSettings:
                 raise InputError(f"need {self.n_scales - 1} quantile levels for {self.n_scales} scales, got {list(q)}")
             if any(not 0 < v < 1 for v in q) or any(b <= a for a, b in zip(q, q[1:])):
                 raise InputError(f"quantile levels must increase strictly inside (0, 1), got {list(q)}")
+
+
+def _is_whole(value: Any) -> bool:
+    return (isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+            and int(value) == value)
 
 
 @dataclass
@@ -161,8 +172,8 @@ def _process_case(job: CaseJob, out: Path, plan: LabelPlan, settings: Decomposit
         target = _file(out, f"images{job.split}", job.case_id, file_ending, channel)
         if isinstance(image, sitk.Image):
             write_image(image, target)
-        else:
-            link_or_copy(image, target)
+        else:  # the reader checked the file (read_geometry)
+            link_or_copy(image, target, check=False)
     row: dict[str, Any] = {"shape": list(case.geometry.shape),
                            "spacing_mm": list(case.geometry.spacing_zyx), **case.info}
     if case.label is None:
@@ -286,6 +297,7 @@ def write_scale_dataset(
     file_ending: str = ".nii.gz",
     description: str | None = None,
     report: Mapping[str, Any] | None = None,
+    sources: Sequence[str | os.PathLike] = (),
 ) -> Path:
     """Write a scale-decomposed dataset ``name`` into the raw data folder.
 
@@ -315,6 +327,9 @@ def write_scale_dataset(
         Stored in dataset.json.
     report : mapping, optional
         Extra top-level entries of the report.
+    sources : sequence of path-like, optional
+        Folders the cases are read from; a dataset to be replaced that is (or holds) one of
+        them stops the conversion instead of being deleted.
 
     Returns
     -------
@@ -336,12 +351,10 @@ def write_scale_dataset(
         raise InputError("no training cases found")
 
     root = raw_root(raw_root_folder)
-    existing = check_target_free(root, name, overwrite)
-    root.mkdir(parents=True, exist_ok=True)
+    existing = check_target_free(root, name, overwrite, sources=sources)
     # A hidden sibling on the same file system, so that the final rename is atomic and
     # nnU-Net (which looks for "DatasetXXX_*") never sees a half-written dataset.
-    out = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=root))
-    try:
+    with staged_folder(root, name, existing) as out:
         for folder in ("imagesTr", "labelsTr", ".work"):
             (out / folder).mkdir()
         if any(job.split == "Ts" for job in jobs):
@@ -386,26 +399,4 @@ def write_scale_dataset(
             "training_cases": {job.case_id: row for job, row in zip(jobs, rows) if job.split == "Tr"},
             "test_cases": {job.case_id: row for job, row in zip(jobs, rows) if job.split == "Ts"},
         }, out / REPORT_FILENAME)
-        _move_into_place(out, root / name, existing)
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
     return root / name
-
-
-def _move_into_place(new: Path, target: Path, existing: Sequence[Path]) -> None:
-    """Rename ``new`` to ``target``, first moving ``existing`` datasets aside and then deleting them."""
-    trash = []
-    try:
-        for folder in existing:
-            aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
-            os.rename(folder, aside / folder.name)
-            trash.append((aside, folder))
-        os.rename(new, target)
-    except BaseException:
-        for aside, folder in trash:  # put the old datasets back
-            os.rename(aside / folder.name, folder)
-            aside.rmdir()
-        raise
-    for aside, _ in trash:
-        shutil.rmtree(aside, ignore_errors=True)

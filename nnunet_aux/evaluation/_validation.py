@@ -11,6 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import InputError
+
 
 def check_masks(*masks: np.ndarray, names: Sequence[str] | None = None) -> tuple[np.ndarray, ...]:
     """Return the masks as boolean arrays after checking they are 2D or 3D and alike.
@@ -18,7 +20,9 @@ def check_masks(*masks: np.ndarray, names: Sequence[str] | None = None) -> tuple
     Parameters
     ----------
     *masks : ndarray
-        Masks: bool, or numeric arrays where nonzero means foreground.
+        Masks: bool, or numeric arrays holding only 0 and 1. Probabilities, label values
+        and NaN are refused, as :func:`nnunet_aux.scales.decompose_vessels` refuses them:
+        binarise explicitly (``probabilities > 0.5``, ``labels == 1``).
     names : sequence of str, optional
         Names used in error messages, one per mask.
 
@@ -34,7 +38,14 @@ def check_masks(*masks: np.ndarray, names: Sequence[str] | None = None) -> tuple
             raise ValueError(f"{name} must be a 2D or 3D array, got {array.ndim}D with shape {array.shape}")
         if array.dtype != bool:
             if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-                raise ValueError(f"{name} must be boolean or numeric, got dtype {array.dtype}")
+                raise InputError(f"{name} must be boolean or numeric, got dtype {array.dtype}")
+            if np.any((array != 0) & (array != 1)):  # NaN is neither
+                found = "NaN" if np.issubdtype(array.dtype, np.floating) and np.isnan(array).any() else \
+                    f"e.g. {array[(array != 0) & (array != 1)].flat[0]!r}"
+                raise InputError(
+                    f"{name} must be binary (only 0 and 1), got {found}; binarise it explicitly, e.g. "
+                    f"`probabilities > 0.5` or `labels == 1`"
+                )
             array = array != 0
         arrays.append(array)
     shapes = {a.shape for a in arrays}

@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import os
 
+import sys
+
+from ..errors import InputError
 from .folder import default_num_processes, evaluate_folders
 from .labels import parse_label_arguments, parse_scale_arguments, with_scales
 
@@ -24,8 +27,11 @@ Labels come from --labels, else --dataset-json, else the dataset.json that
 nnUNetv2_predict writes into the prediction folder, else the one beside the reference
 folder. With a region-based dataset.json ("vessel": [1, 2, 3]) regions are evaluated on
 the reference, and the prediction value of each region is taken from
-regions_class_order, as nnU-Net writes it (vessel = 1, tumour = 2 in the package's
-scale-decomposed datasets). A "scales" key ({"vessel": {"small": 1, "medium": 2,
+regions_class_order, as nnU-Net writes it (vessel = 1, tumour = 4 in the package's
+scale-decomposed datasets; datasets of nnunet_aux 0.1 wrote tumour = 2, which this
+command still reads right, nnU-Net's own evaluation does not: `nnunet_aux upgrade`
+fixes them). Input errors (a missing or truncated file, a missing prediction,
+geometry mismatch, no labels) end with one line and exit code 2. A "scales" key ({"vessel": {"small": 1, "medium": 2,
 "large": 3}}) adds per-scale recall and Dice of that region; with --labels, --scales
 does the same (e.g. for a multi-class prediction: --labels vessel=1,2,3 --scales
 vessel:small=1,medium=2,large=3).
@@ -86,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     labels = parse_label_arguments(args.labels) if args.labels else None
     if args.scales:
         if labels is None:
-            raise SystemExit("--scales needs --labels (a dataset.json gives scales in its 'scales' key)")
+            raise InputError("--scales needs --labels (a dataset.json gives scales in its 'scales' key)")
         labels = with_scales(labels, parse_scale_arguments(args.scales), where="--scales")
     summary = evaluate_folders(
         args.ref,
@@ -98,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         csv=args.csv,
         progress=args.progress,
     )
+    _note_old_dataset_json(summary["label_source"])
     # A short report for the terminal; the files hold everything.
     print(f"{len(summary['metric_per_case'])} cases, labels from {summary['label_source']}")
     for name, metrics in summary["aggregate"].items():
@@ -105,3 +112,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name}: {means}")
     print(f"summary written to {output}")
     return 0
+
+
+def _note_old_dataset_json(label_source: str) -> None:
+    """Say so when the dataset.json makes nnU-Net's own evaluation misread predictions."""
+    from ..dataset_format import check_regions_class_order, load_dataset_json
+
+    if not label_source.endswith(".json") or not os.path.isfile(label_source):
+        return
+    try:
+        check_regions_class_order(load_dataset_json(label_source), label_source)
+    except InputError as e:
+        print(f"note: the scores above are right, nnU-Net's own evaluation of these files is not: {e}",
+              file=sys.stderr)

@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from ..errors import InputError
 from .aggregate import summarize
 from .io import check_same_geometry, find_cases, match_cases, read_segmentation
 from .labels import LabelSpec, labels_from_dataset_json
@@ -53,9 +54,9 @@ def _label_specs(
         else:
             specs = list(labels)
             if not all(isinstance(s, LabelSpec) for s in specs):
-                raise ValueError("labels must be a mapping name -> value(s) or a sequence of LabelSpec")
+                raise InputError("labels must be a mapping name -> value(s) or a sequence of LabelSpec")
         if not specs:
-            raise ValueError("labels is empty")
+            raise InputError("labels is empty")
         return specs, "labels argument"
     if dataset_json is not None:
         where = "dataset_json argument" if isinstance(dataset_json, Mapping) else os.fspath(dataset_json)
@@ -65,7 +66,7 @@ def _label_specs(
     for candidate in (os.path.join(pred_dir, "dataset.json"), os.path.join(os.path.dirname(ref_dir), "dataset.json")):
         if os.path.isfile(candidate):
             return labels_from_dataset_json(candidate), candidate
-    raise ValueError(
+    raise InputError(
         "no labels given: pass labels (--labels vessel=1 ...) or a dataset.json; none was found in "
         f"{pred_dir} or beside {ref_dir}"
     )
@@ -90,7 +91,7 @@ def evaluate_case(ref_file: str, pred_file: str, labels: Sequence[LabelSpec]) ->
     ref, spacing = read_segmentation(ref_file)
     pred, _ = read_segmentation(pred_file)
     if ref.shape != pred.shape:
-        raise ValueError(f"{ref_file} and {pred_file}: shape {ref.shape} vs {pred.shape}")
+        raise InputError(f"{ref_file} and {pred_file}: shape {ref.shape} vs {pred.shape}")
     metrics = {}
     for spec in labels:
         ref_mask = np.isin(ref, spec.reference_values)
@@ -210,7 +211,12 @@ def evaluate_folders(
         (:func:`aggregate_cases`). The JSON file holds the same; it never holds NaN.
     """
     ref_dir, pred_dir = os.path.abspath(os.fspath(ref_dir)), os.path.abspath(os.fspath(pred_dir))
+    for folder, what in ((ref_dir, "reference"), (pred_dir, "prediction")):
+        if not os.path.isdir(folder):
+            raise InputError(f"missing {what} folder {folder}")
     specs, label_source = _label_specs(labels, dataset_json, ref_dir, pred_dir)
+    if output_json is not None:
+        _check_writable(os.fspath(output_json))
     ref_cases, pred_cases = find_cases(ref_dir), find_cases(pred_dir)
     names = match_cases(ref_cases, pred_cases, ref_dir, pred_dir)
     pairs = [(ref_cases[n], pred_cases[n]) for n in names]
@@ -218,7 +224,7 @@ def evaluate_folders(
 
     num_processes = default_num_processes() if num_processes is None else int(num_processes)
     if num_processes < 1:
-        raise ValueError(f"num_processes must be at least 1, got {num_processes}")
+        raise InputError(f"num_processes must be at least 1, got {num_processes}")
     tasks = [(ref_file, pred_file, specs) for ref_file, pred_file in pairs]
     bar = tqdm(total=len(tasks), desc="evaluate", unit="case", disable=not progress)
     if num_processes == 1 or len(tasks) == 1:
@@ -249,9 +255,28 @@ def evaluate_folders(
     }
     if output_json is not None:
         output_json = os.fspath(output_json)
-        os.makedirs(os.path.dirname(os.path.abspath(output_json)), exist_ok=True)
-        with open(output_json, "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2, allow_nan=False)
-        if csv:
-            write_csv(os.path.splitext(output_json)[0] + ".csv", per_case, specs)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(output_json)), exist_ok=True)
+            with open(output_json, "w", encoding="utf-8") as f:
+                json.dump(summary, f, indent=2, allow_nan=False)
+            if csv:
+                write_csv(os.path.splitext(output_json)[0] + ".csv", per_case, specs)
+        except OSError as e:
+            raise InputError(f"cannot write {e.filename or output_json}: {e.strerror or e}") from None
     return summary
+
+
+def _check_writable(output_json: str) -> None:
+    """Fail before any metric is computed when the summary cannot be written."""
+    if os.path.isdir(output_json):
+        raise InputError(f"output {output_json} is a folder; give a file name ending in .json")
+    # Nothing is created yet (an evaluation that fails leaves no trace): the nearest
+    # existing folder on the way must be a writable folder.
+    folder = os.path.dirname(os.path.abspath(output_json))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise InputError(f"cannot create the output folder {folder}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write into {existing} (permission denied)")

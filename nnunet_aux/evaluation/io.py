@@ -14,6 +14,9 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from ..conversion.image_io import check_complete
+from ..errors import InputError
+
 #: File endings recognised as segmentations, longest first so ``.nii.gz`` wins over ``.gz``.
 SEGMENTATION_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".gipl")
 
@@ -69,7 +72,7 @@ def find_cases(folder: str | os.PathLike, endings: Sequence[str] = SEGMENTATION_
     """
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
-        raise ValueError(f"not a folder: {folder}")
+        raise InputError(f"missing folder {folder}")
     cases: dict[str, str] = {}
     for filename in sorted(os.listdir(folder)):
         name = case_name(filename, endings)
@@ -77,7 +80,7 @@ def find_cases(folder: str | os.PathLike, endings: Sequence[str] = SEGMENTATION_
         if name is None or not os.path.isfile(path):
             continue
         if name in cases:
-            raise ValueError(f"two files for case {name!r} in {folder}: {os.path.basename(cases[name])}, {filename}")
+            raise InputError(f"two files for case {name!r} in {folder}: {os.path.basename(cases[name])}, {filename}")
         cases[name] = path
     return dict(sorted(cases.items()))
 
@@ -90,23 +93,32 @@ def match_cases(ref_cases: dict[str, str], pred_cases: dict[str, str], ref_dir: 
 
     Raises
     ------
-    ValueError
-        Listing every reference case without a prediction.
+    InputError
+        Listing the reference cases without a prediction.
     """
     if not ref_cases:
-        raise ValueError(f"no segmentation files ({', '.join(SEGMENTATION_ENDINGS)}) in {ref_dir}")
+        raise InputError(f"no segmentation files ({', '.join(SEGMENTATION_ENDINGS)}) in {ref_dir}")
     missing = [name for name in ref_cases if name not in pred_cases]
     if missing:
         shown = ", ".join(missing[:20]) + (f" ... ({len(missing)} in all)" if len(missing) > 20 else "")
-        raise ValueError(f"{len(missing)} reference case(s) of {ref_dir} have no prediction in {pred_dir}: {shown}")
+        raise InputError(f"{len(missing)} reference case(s) of {ref_dir} have no prediction in {pred_dir}: {shown}")
     return list(ref_cases)
 
 
+def _sitk_error(path: str | os.PathLike, error: RuntimeError) -> InputError:
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return InputError(f"cannot read {os.fspath(path)}: {lines[-1] if lines else 'unreadable'}")
+
+
 def read_geometry(path: str | os.PathLike) -> Geometry:
-    """Grid of an image file, read from its header only."""
+    """Grid of an image file, read from its header only (after checking the file is complete)."""
+    check_complete(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(os.fspath(path))
-    reader.ReadImageInformation()
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        raise _sitk_error(path, e) from None
     return Geometry(
         size=tuple(int(s) for s in reader.GetSize()),
         spacing=tuple(float(s) for s in reader.GetSpacing()),
@@ -136,8 +148,8 @@ def check_same_geometry(pairs: Sequence[tuple[str, str]]) -> None:
 
     Raises
     ------
-    ValueError
-        Naming both files and what differs, for every mismatching pair.
+    InputError
+        Naming both files and what differs (the first mismatching pair, and how many more).
     """
     problems = []
     for ref_path, pred_path in pairs:
@@ -145,7 +157,8 @@ def check_same_geometry(pairs: Sequence[tuple[str, str]]) -> None:
         if difference is not None:
             problems.append(f"{ref_path} and {pred_path}: {difference}")
     if problems:
-        raise ValueError("reference and prediction geometry differ:\n  " + "\n  ".join(problems))
+        more = f" (and {len(problems) - 1} more pair(s))" if len(problems) > 1 else ""
+        raise InputError(f"reference and prediction geometry differ: {problems[0]}{more}")
 
 
 def read_segmentation(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -158,15 +171,19 @@ def read_segmentation(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float,
     spacing : tuple of float
         Spacing per array axis in mm.
     """
-    image = sitk.ReadImage(os.fspath(path))
+    check_complete(path)
+    try:
+        image = sitk.ReadImage(os.fspath(path))
+    except RuntimeError as e:
+        raise _sitk_error(path, e) from None
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise ValueError(f"{path}: segmentation must have one component per voxel")
+        raise InputError(f"{path}: segmentation must have one component per voxel")
     array = sitk.GetArrayFromImage(image)
     if array.ndim not in (2, 3):
-        raise ValueError(f"{path}: segmentation must be 2D or 3D, got {array.ndim}D")
+        raise InputError(f"{path}: segmentation must be 2D or 3D, got {array.ndim}D")
     if not np.issubdtype(array.dtype, np.integer):
         rounded = np.rint(array)
         if not np.array_equal(rounded, array):
-            raise ValueError(f"{path}: segmentation holds non-integer values")
+            raise InputError(f"{path}: segmentation holds non-integer values")
         array = rounded.astype(np.int32)
     return array, tuple(reversed([float(s) for s in image.GetSpacing()]))

@@ -11,8 +11,10 @@ Two sources:
   foreground entry of ``labels``) into the prediction as ``regions_class_order[i]``, later
   regions painted over earlier ones. The predicted mask of a region is therefore the set
   of prediction values of all regions contained in it: for
-  ``{"vessel": [1, 2, 3], "tumour": 4}`` with ``regions_class_order: [1, 2]`` the vessel is
-  prediction value 1 and the tumour prediction value 2; for BraTS-style nested regions
+  ``{"vessel": [1, 2, 3], "tumour": 4}`` with ``regions_class_order: [1, 4]`` (this
+  package's datasets) the vessel is prediction value 1 and the tumour prediction value 4;
+  with ``[1, 2]`` (datasets of nnunet_aux 0.1, which nnU-Net's own evaluation misreads) the
+  tumour is read from value 2, so these are still scored right; for BraTS-style nested regions
   (whole tumour ``[1, 2, 3]``, core ``[2, 3]``, enhancing ``[3]``, order ``[1, 2, 3]``)
   the whole tumour is prediction values ``{1, 2, 3}``, as nnU-Net evaluates it.
 
@@ -30,6 +32,8 @@ import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
+
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -66,10 +70,10 @@ def _as_values(name: str, value: Any) -> tuple[int, ...]:
     out = []
     for v in values:
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"label {name!r} must have non-negative integer values, got {value!r}")
+            raise InputError(f"label {name!r} must have non-negative integer values, got {value!r}")
         out.append(int(v))
     if not out:
-        raise ValueError(f"label {name!r} has no values")
+        raise InputError(f"label {name!r} has no values")
     return tuple(out)
 
 
@@ -96,11 +100,11 @@ def parse_label_arguments(arguments: Sequence[str]) -> list[LabelSpec]:
         name, sep, value_text = argument.partition("=")
         name = name.strip()
         if not sep or not name or not value_text.strip():
-            raise ValueError(f"label argument {argument!r} must look like name=1 or name=1,2,3")
+            raise InputError(f"label argument {argument!r} must look like name=1 or name=1,2,3")
         try:
             values = tuple(int(v) for v in value_text.split(","))
         except ValueError:
-            raise ValueError(f"label argument {argument!r}: values must be integers") from None
+            raise InputError(f"label argument {argument!r}: values must be integers") from None
         specs.append(LabelSpec(name, _as_values(name, list(values)), _as_values(name, list(values))))
     _check_unique_names(specs)
     return specs
@@ -110,9 +114,9 @@ def _check_unique_names(specs: Sequence[LabelSpec]) -> None:
     names = [s.name for s in specs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"label names must be unique, repeated: {duplicates}")
+        raise InputError(f"label names must be unique, repeated: {duplicates}")
     if not specs:
-        raise ValueError("no labels to evaluate")
+        raise InputError("no labels to evaluate")
 
 
 def labels_from_dataset_json(dataset_json: str | os.PathLike | Mapping[str, Any]) -> list[LabelSpec]:
@@ -133,10 +137,10 @@ def labels_from_dataset_json(dataset_json: str | os.PathLike | Mapping[str, Any]
     --------
     >>> specs = labels_from_dataset_json({
     ...     "labels": {"background": 0, "vessel": [1, 2, 3], "tumour": 4},
-    ...     "regions_class_order": [1, 2],
+    ...     "regions_class_order": [1, 4],
     ...     "scales": {"vessel": {"small": 1, "medium": 2, "large": 3}}})
     >>> [(s.name, s.reference_values, s.prediction_values) for s in specs]
-    [('vessel', (1, 2, 3), (1,)), ('tumour', (4,), (2,))]
+    [('vessel', (1, 2, 3), (1,)), ('tumour', (4,), (4,))]
     >>> specs[0].scales
     {'small': 1, 'medium': 2, 'large': 3}
     """
@@ -144,13 +148,20 @@ def labels_from_dataset_json(dataset_json: str | os.PathLike | Mapping[str, Any]
         content, where = dataset_json, "dataset.json"
     else:
         where = os.fspath(dataset_json)
-        with open(where, encoding="utf-8") as f:
-            content = json.load(f)
+        try:
+            with open(where, encoding="utf-8") as f:
+                content = json.load(f)
+        except FileNotFoundError:
+            raise InputError(f"missing file {where}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(f"cannot read {where}: {e}") from None
+        if not isinstance(content, Mapping):
+            raise InputError(f"{where}: expected a JSON object")
     labels = content.get("labels")
     if not isinstance(labels, Mapping) or not labels:
-        raise ValueError(f"{where}: no 'labels' mapping")
+        raise InputError(f"{where}: no 'labels' mapping")
     if "ignore" in labels:
-        raise ValueError(f"{where}: an 'ignore' label is not supported by nnunet_aux evaluate")
+        raise InputError(f"{where}: an 'ignore' label is not supported by nnunet_aux evaluate")
 
     foreground = []
     for name, value in labels.items():
@@ -163,7 +174,7 @@ def labels_from_dataset_json(dataset_json: str | os.PathLike | Mapping[str, Any]
     if has_regions:
         order = content.get("regions_class_order")
         if not isinstance(order, (list, tuple)) or len(order) != len(foreground):
-            raise ValueError(
+            raise InputError(
                 f"{where}: region-based labels need 'regions_class_order' with one entry per "
                 f"foreground region ({len(foreground)}), got {order!r}"
             )
@@ -210,17 +221,17 @@ def with_scales(
     {'small': 1, 'large': 2}
     """
     if not isinstance(scales, Mapping):
-        raise ValueError(f"{where}: 'scales' must map a region name to {{scale name: label value}}")
+        raise InputError(f"{where}: 'scales' must map a region name to {{scale name: label value}}")
     by_name = {s.name: s for s in labels}
     for region, region_scales in scales.items():
         if region not in by_name:
-            raise ValueError(f"{where}: 'scales' names {region!r}, which is not a foreground label")
+            raise InputError(f"{where}: 'scales' names {region!r}, which is not a foreground label")
         if not isinstance(region_scales, Mapping) or not region_scales:
-            raise ValueError(f"{where}: scales of {region!r} must be a non-empty mapping, got {region_scales!r}")
+            raise InputError(f"{where}: scales of {region!r} must be a non-empty mapping, got {region_scales!r}")
         scale_values = {str(k): _as_values(f"scale {k}", v)[0] for k, v in region_scales.items()}
         outside = sorted(set(scale_values.values()) - set(by_name[region].reference_values))
         if outside:
-            raise ValueError(f"{where}: scale values {outside} are not values of region {region!r}")
+            raise InputError(f"{where}: scale values {outside} are not values of region {region!r}")
         spec = by_name[region]
         by_name[region] = LabelSpec(spec.name, spec.reference_values, spec.prediction_values, scale_values)
     return [by_name[s.name] for s in labels]
@@ -255,7 +266,7 @@ def parse_scale_arguments(arguments: Sequence[str]) -> dict[str, dict[str, int]]
             if not region_scales or any(not name for name in region_scales):
                 raise ValueError
         except ValueError:
-            raise ValueError(
+            raise InputError(
                 f"scale argument {argument!r} must look like vessel:small=1,medium=2,large=3"
             ) from None
         scales[region.strip()] = region_scales

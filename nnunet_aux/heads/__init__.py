@@ -3,10 +3,12 @@
 from .auxiliary_decoder import AuxiliaryDecoder
 from .classification_head import ClassificationHead
 from .clef_head import CLEFHead
+from .decoder_width import SkipReduction, narrow_channels, narrow_decoder
 from .encoder_spec import (EncoderSpec, check_decoder, check_encoder_decoder, decoder_features, encoder_spec,
                            unwrap_network)
 from .projection_head import ProjectionHead
 from .simsiam_head import SimSiamHead
 
 __all__ = ["AuxiliaryDecoder", "CLEFHead", "ClassificationHead", "EncoderSpec", "ProjectionHead", "SimSiamHead",
+           "SkipReduction", "narrow_channels", "narrow_decoder",
            "check_decoder", "check_encoder_decoder", "decoder_features", "encoder_spec", "unwrap_network"]

@@ -10,7 +10,8 @@ from dynamic_network_architectures.initialization.weight_init import InitWeights
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
-from .encoder_spec import check_decoder
+from .decoder_width import SkipReduction, narrow_decoder
+from .encoder_spec import EncoderSpec, check_decoder
 
 
 def _output_layer(layer: nn.Module, num_outputs: int, owner: str) -> nn.Module:
@@ -53,31 +54,51 @@ class AuxiliaryDecoder(nn.Module):
         Output channels of the segmentation layers (1 for one binary scale mask).
     deep_supervision : bool
         Whether forward returns one output per stage (highest resolution first).
+    width : float, optional
+        Feature maps of every stage relative to the main decoder's, in (0, 1]. Below 1 the
+        decoder is narrowed (:func:`~nnunet_aux.heads.decoder_width.narrow_decoder`) and
+        reads the encoder's skips through a 1x1(x1) reduction
+        (:class:`~nnunet_aux.heads.decoder_width.SkipReduction`): same stages, skips and
+        outputs at a fraction of the cost.
+    spec : EncoderSpec, optional
+        The shared encoder's configuration; needed when ``width < 1``.
 
     References
     ----------
     .. [1] Sadikine et al., ISBI 2023, Eq. 4 (decoders D_s) and Eq. 6 (first decoder layer).
     """
 
-    def __init__(self, main_decoder: nn.Module, num_outputs: int, deep_supervision: bool = True):
+    def __init__(self, main_decoder: nn.Module, num_outputs: int, deep_supervision: bool = True,
+                 width: float = 1.0, spec: EncoderSpec | None = None):
         super().__init__()
         check_decoder(main_decoder)
         if num_outputs < 1:
             raise ValueError(f"num_outputs must be positive, got {num_outputs}")
+        if not 0 < width <= 1:
+            raise ValueError(f"decoder width must be in (0, 1], got {width!r}")
+        if width < 1 and spec is None:
+            raise ValueError("a narrowed decoder (width < 1) needs the encoder's spec")
         # nnU-Net's decoders keep the encoder as a submodule (to read its configuration): the
         # memo makes deepcopy put None in its place instead of copying the shared encoder.
         encoder = getattr(main_decoder, "encoder", None)
         decoder = copy.deepcopy(main_decoder, {id(encoder): None} if encoder is not None else {})
         owner = type(main_decoder).__name__
+        if width < 1:
+            narrow_decoder(decoder, spec.output_channels, width)
         decoder.seg_layers = nn.ModuleList(_output_layer(layer, num_outputs, owner)
-                                           for layer in main_decoder.seg_layers)
+                                           for layer in decoder.seg_layers)
         if hasattr(decoder, "num_classes"):
             decoder.num_classes = num_outputs
         decoder.deep_supervision = deep_supervision
         _initialize(decoder)
         self.decoder = decoder
+        #: 1x1(x1) reduction of the encoder's skips to the narrowed widths (None at full width)
+        self.skip_reduction = SkipReduction(spec, width) if width < 1 else None
+        if self.skip_reduction is not None:
+            _initialize(self.skip_reduction)
+        self.width = float(width)
         #: channels of the first (deepest) stage's features: what its segmentation layer reads
-        self.first_stage_channels = int(main_decoder.seg_layers[0].in_channels)
+        self.first_stage_channels = int(decoder.seg_layers[0].in_channels)
 
     @property
     def deep_supervision(self) -> bool:
@@ -98,6 +119,8 @@ class AuxiliaryDecoder(nn.Module):
             Features after the decoder's first (deepest) stage.
         """
         dec = self.decoder
+        if self.skip_reduction is not None:
+            skips = self.skip_reduction(skips)
         x = skips[-1]
         outputs, first = [], None
         n = len(dec.stages)

@@ -8,6 +8,8 @@
 - :mod:`.sampling`: which voxels of a batch enter the voxel-level losses.
 - :mod:`.clef`: CLEF's decoding, discriminativeness and equivariance losses and its random
   affine transform (Kuleshov, Goncharov and Soboleva, Eq. 1-2).
+- :mod:`.skeleton_recall`: soft recall on the tubed ground-truth skeleton (Kirchhoff et al. 2024).
+- :mod:`.soft_cldice`: soft skeletons and the soft-clDice loss (Shit et al. 2021).
 """
 
 from .clef import (
@@ -29,6 +31,8 @@ from .contrastive import ScaleContrastiveLoss, scale_contrastive_loss
 from .focal import FocalLoss, binary_focal_loss
 from .sampling import gather_voxels, sample_simsiam_voxels, sample_voxels, voxel_hardness
 from .simsiam import VoxelSimSiamLoss, simsiam_class_weights, voxel_simsiam_loss
+from .skeleton_recall import skeleton_recall_loss, soft_skeleton_recall
+from .soft_cldice import soft_cldice, soft_cldice_loss, soft_dilate, soft_erode, soft_open, soft_skeleton
 
 __all__ = [
     "CLEFDiscriminativeLoss",
@@ -55,4 +59,12 @@ __all__ = [
     "simsiam_class_weights",
     "voxel_hardness",
     "voxel_simsiam_loss",
+    "skeleton_recall_loss",
+    "soft_skeleton_recall",
+    "soft_cldice",
+    "soft_cldice_loss",
+    "soft_dilate",
+    "soft_erode",
+    "soft_open",
+    "soft_skeleton",
 ]

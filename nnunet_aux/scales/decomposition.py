@@ -11,6 +11,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 from tqdm.auto import tqdm
 
+from ..errors import InputError
 from ._voxel_graph import adjacency_edges, connected_groups
 from .branches import split_branches
 from .cross_section import cross_section_radii
@@ -177,7 +178,7 @@ def decompose_vessels(
     mask : (M, N, P) ndarray
         Binary vessel mask: bool, or numbers that are all 0 or 1.
     spacing : float or sequence of 3 float, optional
-        Voxel size in mm along each axis.
+        Voxel size in mm along each axis, within :data:`SPACING_RANGE_MM`.
     n_scales : int, optional
         Number of scales ``S >= 2``.
     m_neighbours : int, optional
@@ -417,32 +418,44 @@ def _decompose_component(
 def _check_mask(mask: np.ndarray) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.ndim != 3:
-        raise ValueError(f"mask must be a 3D array, got {mask.ndim} dimensions with shape {mask.shape}")
+        raise InputError(f"mask must be a 3D array, got {mask.ndim} dimensions with shape {mask.shape}")
     if mask.dtype == bool:
         return mask
     if not (np.issubdtype(mask.dtype, np.integer) or np.issubdtype(mask.dtype, np.floating)):
-        raise ValueError(f"mask must be bool or numeric, got dtype {mask.dtype}")
-    if np.any((mask != 0) & (mask != 1)):
-        raise ValueError("mask must be binary (only 0 and 1); for a label map pass e.g. `labels == vessel_label`")
+        raise InputError(f"mask must be bool or numeric, got dtype {mask.dtype}")
+    if np.any((mask != 0) & (mask != 1)):  # NaN is neither; same policy as the evaluation's masks
+        raise InputError("mask must be binary (only 0 and 1); for a label map pass e.g. `labels == vessel_label`")
     return mask != 0
 
 
+#: Voxel sizes (mm) the decomposition is checked to work with; beyond them products of
+#: coordinates overflow or underflow (1e300 mm gives IndexError, 1e-300 mm LinAlgError).
+SPACING_RANGE_MM = (1e-6, 1e6)
+
+
 def _check_spacing(spacing: Sequence[float] | float) -> tuple[float, float, float]:
-    message = f"spacing must be one or three positive finite numbers (mm), got {spacing!r}"
+    low, high = SPACING_RANGE_MM
+    message = (f"spacing must be one or three finite numbers from {low:g} to {high:g} (mm), "
+               f"got {spacing!r}")
+    if isinstance(spacing, (str, bytes)):
+        raise InputError(message)
     try:
         values = np.asarray(spacing, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(message) from None
+        raise InputError(message) from None
     if values.ndim == 0:
         values = np.full(3, float(values))
-    if values.shape != (3,) or not np.all(np.isfinite(values)) or np.any(values <= 0):
-        raise ValueError(message)
+    if values.shape != (3,) or not np.all(np.isfinite(values)) or np.any(values < low) or np.any(values > high):
+        raise InputError(message)
     return tuple(float(v) for v in values)  # type: ignore[return-value]
 
 
 def _check_n_scales(n_scales: int) -> int:
-    if isinstance(n_scales, bool) or int(n_scales) != n_scales or n_scales < 2:
-        raise ValueError(f"n_scales must be an integer >= 2, got {n_scales}")
+    message = f"n_scales must be an integer >= 2, got {n_scales!r}"
+    if isinstance(n_scales, bool) or not isinstance(n_scales, Real):
+        raise InputError(message)
+    if not np.isfinite(n_scales) or int(n_scales) != n_scales or n_scales < 2:
+        raise InputError(message)
     return int(n_scales)
 
 

@@ -10,7 +10,8 @@ import numpy as np
 from ..scales import quantile_thresholds, scale_of_radius
 from .image import ct_image, organ_fraction, tumour_blobs
 from .organ import Ellipsoid, random_organ_ellipsoid
-from .rasterize import rasterize_segments
+from .presets import SyntheticPreset, get_preset
+from .rasterize import rasterize_segments, slice_profile_fraction
 from .tree import Segment, _check_shape, _check_spacing, generate_tree
 
 
@@ -85,8 +86,8 @@ class SyntheticCase:
 
 
 def generate_case(
-    shape: Sequence[int] = (64, 128, 128),
-    spacing: Sequence[float] = (1.0, 0.7, 0.7),
+    shape: Sequence[int] | None = None,
+    spacing: Sequence[float] | None = None,
     seed: int | np.random.Generator | None = 0,
     n_scales: int = 3,
     tumours: bool = True,
@@ -95,8 +96,9 @@ def generate_case(
     *,
     curved: bool = True,
     n_tumours: int | None = None,
-    noise_hu: float = 20.0,
+    noise_hu: float | None = None,
     max_segments: int = 2000,
+    preset: str | SyntheticPreset = "demo",
 ) -> SyntheticCase:
     """Generate a synthetic contrast-enhanced CT case with a vessel tree.
 
@@ -109,12 +111,18 @@ def generate_case(
     :func:`nnunet_aux.scales.scale_of_radius` of its segment's radius. Tumours are
     hypodense blobs inside the organ; vessels win where the two overlap.
 
+    The image regime (tissue intensities, noise, slice profile and blur, default
+    shape and spacing) comes from a preset (:mod:`nnunet_aux.synthetic.presets`):
+    ``"demo"`` (the default, easy: contrast-to-noise 4-5, near-isotropic voxels) or
+    ``"clinical"`` (calibrated to portal-venous liver CT: 2 mm slices, the thinnest
+    vessels near the noise floor). Tree, ground truth and scales do not depend on it.
+
     Parameters
     ----------
     shape : sequence of 3 int, optional
-        Volume shape ``(nz, ny, nx)``.
+        Volume shape ``(nz, ny, nx)``; the preset's if not given.
     spacing : sequence of 3 float, optional
-        Voxel size ``(sz, sy, sx)`` in mm.
+        Voxel size ``(sz, sy, sx)`` in mm; the preset's if not given.
     seed : int or numpy.random.Generator, optional
         Random seed; the same seed gives identical arrays. Organ, tree, tumours and
         image draw from separate streams, so e.g. ``tumours=False`` keeps the tree.
@@ -133,9 +141,11 @@ def generate_case(
         Number of tumour blobs (1 to 3 at random if not given); ignored without
         ``tumours``.
     noise_hu : float, optional
-        Standard deviation of the image noise in HU.
+        Standard deviation of the image noise in HU; the preset's if not given.
     max_segments : int, optional
         Upper bound on the number of tree segments.
+    preset : str or SyntheticPreset, optional
+        Image regime, a name in :data:`nnunet_aux.synthetic.PRESETS` or a preset.
 
     Returns
     -------
@@ -148,6 +158,13 @@ def generate_case(
            one constant radius per branch; scales split at radius quantiles).
     .. [2] C. D. Murray, "The physiological principle of minimum work: I. The vascular
            system and the cost of blood volume", PNAS 12(3):207-214, 1926.
+    .. [3] Sources of the ``clinical`` preset's numbers: see
+           :mod:`nnunet_aux.synthetic.presets`.
+
+    Raises
+    ------
+    InputError
+        For an unknown preset name.
 
     Examples
     --------
@@ -158,9 +175,13 @@ def generate_case(
     True
     >>> bool(case.image[case.mask].mean() > case.image[case.organ & ~case.mask].mean())
     True
+    >>> generate_case((16, 48, 48), seed=0, preset="clinical").spacing
+    (2.0, 0.8, 0.8)
     """
-    shape = _check_shape(shape)
-    spacing = _check_spacing(spacing)
+    regime = get_preset(preset)
+    shape = _check_shape(regime.shape if shape is None else shape)
+    spacing = _check_spacing(regime.spacing if spacing is None else spacing)
+    noise_hu = regime.noise_hu if noise_hu is None else noise_hu
     if n_scales < 2:
         raise ValueError(f"n_scales must be at least 2, got {n_scales}")
     organ_rng, tree_rng, tumour_rng, image_rng = np.random.default_rng(seed).spawn(4)
@@ -191,7 +212,14 @@ def generate_case(
         tumour.reshape(-1)[in_vessel] = False
     else:
         tumour = np.zeros(shape, dtype=bool)
-    image = ct_image(organ_soft, vessel_fraction, tumour, seed=image_rng, noise_hu=noise_hu)
+    if regime.slice_fwhm > 0:
+        # Through-plane partial volume: the image sees the vessels through the slice profile.
+        vessel_fraction = slice_profile_fraction(segments, shape, spacing,
+                                                 slice_fwhm_mm=regime.slice_fwhm * spacing[0])
+    image = ct_image(organ_soft, vessel_fraction, tumour, seed=image_rng, noise_hu=noise_hu,
+                     parenchyma_hu=regime.parenchyma_hu, vessel_hu_range=regime.vessel_hu_range,
+                     bias_gain=regime.bias_gain, bias_offset_hu=regime.bias_offset_hu, spacing=spacing,
+                     psf_fwhm_mm=regime.psf_fwhm_mm, noise_fwhm_mm=regime.noise_fwhm_mm)
     return SyntheticCase(image=image, mask=mask, radius_mm=radius_mm, segment_id=segment_id, scale=scale,
                          thresholds_mm=thresholds, tumour=tumour, organ=organ, segments=segments,
                          spacing=spacing, organ_ellipsoid=ellipsoid)

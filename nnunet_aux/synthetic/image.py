@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
 
 from .organ import Ellipsoid, smooth_random_field
+from .rasterize import FWHM_PER_SIGMA
 from .tree import _check_shape, _check_spacing
 
 
@@ -150,13 +152,19 @@ def ct_image(
     noise_hu: float = 20.0,
     bias_gain: float = 0.08,
     bias_offset_hu: float = 10.0,
+    vessel_hu_range: tuple[float, float] = (180.0, 200.0),
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    psf_fwhm_mm: float = 0.0,
+    noise_fwhm_mm: float = 0.0,
 ) -> np.ndarray:
     """Contrast-enhanced CT-like intensities (HU) of an organ with vessels and tumours.
 
     Tissues are mixed by their soft volume fractions (partial volume): outside the
     organ a smooth field around ``outside_hu`` (+-50 HU, fat and muscle), parenchyma,
-    hypodense tumours, bright vessels on top. A smooth multiplicative gain and additive
-    offset (scanner and contrast inhomogeneity) follow, then white Gaussian noise.
+    hypodense tumours, bright vessels on top. An optional in-plane Gaussian blur (the
+    scanner's point-spread function) follows, then a smooth multiplicative gain and
+    additive offset (scanner and contrast inhomogeneity), then Gaussian noise, white or
+    correlated in-plane (the noise texture of filtered back projection).
 
     Parameters
     ----------
@@ -171,13 +179,21 @@ def ct_image(
     parenchyma_hu, tumour_hu, outside_hu : float, optional
         Tissue intensities.
     vessel_hu : float, optional
-        Vessel intensity; drawn in ``[180, 200]`` if not given.
+        Vessel intensity; drawn uniformly from ``vessel_hu_range`` if not given.
     noise_hu : float, optional
-        Standard deviation of the noise.
+        Standard deviation of the noise (per voxel, also when correlated).
     bias_gain : float, optional
         Standard deviation of the smooth multiplicative gain around 1.
     bias_offset_hu : float, optional
         Standard deviation of the smooth additive offset.
+    vessel_hu_range : (float, float), optional
+        Range of the vessel intensity drawn when ``vessel_hu`` is not given.
+    spacing : sequence of 3 float, optional
+        Voxel size in mm; used by the in-plane blur and noise correlation.
+    psf_fwhm_mm : float, optional
+        FWHM (mm) of the in-plane Gaussian point-spread function; 0 for none.
+    noise_fwhm_mm : float, optional
+        FWHM (mm) of the in-plane Gaussian that correlates the noise; 0 for white noise.
 
     Returns
     -------
@@ -199,10 +215,11 @@ def ct_image(
                          "must be 3-D arrays of one shape")
     if tumour is not None and np.shape(tumour) != organ_fraction.shape:
         raise ValueError(f"tumour has shape {np.shape(tumour)}, expected {organ_fraction.shape}")
+    spacing = np.asarray(_check_spacing(spacing))
     rng = np.random.default_rng(seed)
     shape = organ_fraction.shape
     if vessel_hu is None:
-        vessel_hu = float(rng.uniform(180, 200))
+        vessel_hu = float(rng.uniform(*vessel_hu_range))
     # Tissues mixed by volume fraction, in place to keep full-size temporaries few:
     # outside texture, then parenchyma by organ fraction, tumours, vessels on top.
     image = smooth_random_field(shape, n_control=5, seed=rng)
@@ -218,6 +235,8 @@ def ct_image(
     in_vessel = np.flatnonzero(vessel_fraction)
     share = vessel_fraction.reshape(-1)[in_vessel]
     flat[in_vessel] += share * (np.float32(vessel_hu) - flat[in_vessel])
+    if psf_fwhm_mm > 0:
+        image = _inplane_gaussian(image, psf_fwhm_mm, spacing)
     if bias_gain > 0:
         gain = smooth_random_field(shape, n_control=3, seed=rng)
         gain *= np.float32(bias_gain)
@@ -231,9 +250,29 @@ def ct_image(
         del offset
     if noise_hu > 0:
         noise = rng.standard_normal(shape, dtype=np.float32)
+        if noise_fwhm_mm > 0:
+            # Smoothing white noise divides its SD by the kernel's L2 norm; undo that.
+            noise = _inplane_gaussian(noise, noise_fwhm_mm, spacing)
+            noise /= np.float32(np.prod([np.linalg.norm(_gaussian_weights(noise_fwhm_mm, s)) for s in spacing[1:]]))
         noise *= np.float32(noise_hu)
         image += noise
     return image
+
+
+def _inplane_gaussian(volume: np.ndarray, fwhm_mm: float, spacing: np.ndarray) -> np.ndarray:
+    """Gaussian smoothing of each slice (axes y and x) with the given FWHM in mm."""
+    for axis in (1, 2):
+        volume = gaussian_filter1d(volume, fwhm_mm / FWHM_PER_SIGMA / spacing[axis], axis=axis, mode="nearest")
+    return volume
+
+
+def _gaussian_weights(fwhm_mm: float, spacing: float) -> np.ndarray:
+    """The discrete kernel :func:`scipy.ndimage.gaussian_filter1d` applies."""
+    sigma = fwhm_mm / FWHM_PER_SIGMA / spacing
+    radius = int(4.0 * sigma + 0.5)
+    delta = np.zeros(2 * radius + 1)
+    delta[radius] = 1.0
+    return gaussian_filter1d(delta, sigma, mode="constant")
 
 
 def _random_voxel(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:

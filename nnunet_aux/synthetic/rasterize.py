@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
 
 from .tree import Segment, _check_shape, _check_spacing
+
+# FWHM of a Gaussian over its standard deviation, 2 sqrt(2 ln 2).
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
 def rasterize_segments(
@@ -89,6 +94,74 @@ def rasterize_segments(
         first[1:] = flat_idx[1:] != flat_idx[:-1]
         segment_id[flat_idx[first]] = sid[first]
     return segment_id.reshape(shape), fraction.reshape(shape)
+
+
+def slice_profile_fraction(
+    segments: Sequence[Segment],
+    shape: Sequence[int],
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    *,
+    slice_fwhm_mm: float,
+) -> np.ndarray:
+    """Vessel volume fraction seen through thick slices (through-plane partial volume).
+
+    A CT slice averages the object over its slice sensitivity profile, here a
+    Gaussian along ``z`` with full width at half maximum ``slice_fwhm_mm``. The
+    vessels are rasterised (:func:`rasterize_segments`) on a grid whose slices are
+    oversampled to about the in-plane pixel size (an odd factor, so that one
+    sub-slice lies at each slice centre), smoothed along ``z`` with the profile and
+    sampled at the slice centres. A vessel thinner than a slice therefore keeps only
+    part of its contrast, while a vessel running along ``z`` keeps all of it.
+
+    Parameters
+    ----------
+    segments : sequence of Segment
+        Segments as for :func:`rasterize_segments`.
+    shape : sequence of 3 int
+        Grid shape ``(nz, ny, nx)``.
+    spacing : sequence of 3 float, optional
+        Voxel size in mm; ``spacing[0]`` is the slice spacing.
+    slice_fwhm_mm : float
+        FWHM of the slice sensitivity profile in mm (the nominal slice thickness).
+
+    Returns
+    -------
+    fraction : ndarray of float32, shape ``shape``
+        Vessel volume fraction in ``[0, 1]`` averaged over each slice's profile.
+
+    References
+    ----------
+    .. [1] J. Hsieh, "Computed Tomography: Principles, Design, Artifacts, and Recent
+           Advances", 2nd ed., SPIE, 2009 (slice sensitivity profile).
+
+    Examples
+    --------
+    A tube of radius 0.5 mm along ``x`` in 3 mm slices keeps about a third of its
+    contrast; along ``z`` it keeps all of it:
+
+    >>> across = Segment(id=1, parent=0, radius_mm=0.5, points_mm=np.array([[6.0, 3, 0], [6, 3, 6]]))
+    >>> f = slice_profile_fraction([across], (5, 7, 7), (3.0, 1.0, 1.0), slice_fwhm_mm=3.0)
+    >>> bool(0.2 < f[2, 3, 3] < 0.5)
+    True
+    >>> along = Segment(id=1, parent=0, radius_mm=0.5, points_mm=np.array([[0.0, 3, 3], [12, 3, 3]]))
+    >>> float(slice_profile_fraction([along], (5, 7, 7), (3.0, 1.0, 1.0), slice_fwhm_mm=3.0)[2, 3, 3])
+    1.0
+    """
+    shape = _check_shape(shape)
+    sz, sy, sx = _check_spacing(spacing)
+    if slice_fwhm_mm <= 0:
+        raise ValueError(f"slice_fwhm_mm must be positive, got {slice_fwhm_mm}")
+    k = max(1, int(np.ceil(sz / min(sy, sx) - 1e-9)))
+    k += 1 - k % 2  # odd: sub-slice (k - 1) / 2 of each slice lies at its centre
+    fine_dz = sz / k
+    # Fine sub-slice m lies at z = m * fine_dz - shift, so slice i's centre is m = i k + (k - 1) / 2.
+    shift = (k - 1) / 2 * fine_dz
+    shifted = [dataclasses.replace(s, points_mm=np.asarray(s.points_mm, dtype=np.float64) + (shift, 0.0, 0.0))
+               for s in segments]
+    _, fine = rasterize_segments(shifted, (shape[0] * k, shape[1], shape[2]), (fine_dz, sy, sx),
+                                 edge_mm=float(np.sqrt(sy * sx)))
+    fine = gaussian_filter1d(fine, slice_fwhm_mm / FWHM_PER_SIGMA / fine_dz, axis=0, mode="nearest")
+    return np.ascontiguousarray(np.clip(fine[(k - 1) // 2::k], 0, 1))
 
 
 def _segment_voxels(points: np.ndarray, radius: float, shape: tuple[int, int, int], spacing: np.ndarray,

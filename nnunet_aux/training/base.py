@@ -55,6 +55,8 @@ class nnUNetTrainerAux(nnUNetTrainer):
         self.training_model: Optional[nn.Module] = None
         self._target_layout: Optional[TargetLayout] = None
         self._aux_regions: list = []
+        self._last_task_batches: list = []
+        self._n_extra_channels = 0
         # nnU-Net's LocalLogger accepts a fixed set of keys; ours accepts the auxiliary terms too.
         old = self.logger.local_logger
         self.logger.local_logger = AuxLocalLogger(old.verbose)
@@ -79,8 +81,10 @@ class nnUNetTrainerAux(nnUNetTrainer):
         lm = self.label_manager
         regions = [r for t in tasks for r in t.target_regions()]
         self._aux_regions = regions
+        # channels the tasks compute themselves (e.g. skeletons) follow the region channels
+        self._n_extra_channels = sum(t.extra_target_channels() for t in tasks)
         self._target_layout = TargetLayout(n_main=len(lm.foreground_regions) if lm.has_regions else 1,
-                                           n_aux=len(regions), has_regions=lm.has_regions,
+                                           n_aux=len(regions) + self._n_extra_channels, has_regions=lm.has_regions,
                                            ignore_label=lm.ignore_label)
         self._unwrapped_network = network
 
@@ -89,8 +93,14 @@ class nnUNetTrainerAux(nnUNetTrainer):
         weights = getattr(self.loss, "weight_factors", None)
         return list(weights) if weights is not None else None
 
-    def make_region_loss(self) -> nn.Module:
-        """nnU-Net's region loss (Dice + BCE) with this trainer's deep supervision and ignore label."""
+    def make_region_loss(self, batch_dice: Optional[bool] = None, bce_pos_weight=None,
+                         max_pos_weight: float = 50.0) -> nn.Module:
+        """nnU-Net's region loss (Dice + BCE) with this trainer's deep supervision and ignore label.
+
+        ``batch_dice`` (None: the plan's) and ``bce_pos_weight`` (None: unweighted BCE; a
+        number; or ``'balanced'``, the batch's inverse foreground frequency capped at
+        ``max_pos_weight``) let a task change what matters for rare targets.
+        """
         if self.enable_deep_supervision:
             scales = self._get_deep_supervision_scales()
             weights = np.array([1 / (2 ** i) for i in range(len(scales))])
@@ -99,9 +109,10 @@ class nnUNetTrainerAux(nnUNetTrainer):
             weights = list(weights / weights.sum())
         else:
             weights = None
-        return build_region_loss(self.configuration_manager.batch_dice, self.is_ddp,
-                                 self.label_manager.ignore_label is not None, weights,
-                                 compile_dice=self._do_i_compile())
+        batch_dice = self.configuration_manager.batch_dice if batch_dice is None else batch_dice
+        return build_region_loss(batch_dice, self.is_ddp, self.label_manager.ignore_label is not None, weights,
+                                 compile_dice=self._do_i_compile(), bce_pos_weight=bce_pos_weight,
+                                 max_pos_weight=max_pos_weight)
 
     # ------------------------------------------------------- nnU-Net hooks
     def configure_optimizers(self):
@@ -146,8 +157,25 @@ class nnUNetTrainerAux(nnUNetTrainer):
         for task in (self.aux_tasks or {}).values():
             task.set_deep_supervision_enabled(enabled)
 
+    def _task_target_transforms(self) -> list:
+        """The tasks' own target transforms; each inserts its channels after the region channels, in task order."""
+        first = self._target_layout.n_main + len(self._aux_regions)
+        transforms = []
+        for task in self.aux_tasks.values():
+            transforms += task.target_transforms(first)
+            first += task.extra_target_channels()
+        return transforms
+
+    def _insert_task_transforms(self, pipeline):
+        """Put the tasks' target transforms into nnU-Net's pipeline before its deep-supervision downsampling."""
+        if self._n_extra_channels:
+            at = next((i for i, t in enumerate(pipeline.transforms) if isinstance(t, DownsampleSegForDSTransform)),
+                      len(pipeline.transforms))
+            pipeline.transforms[at:at] = self._task_target_transforms()
+        return pipeline
+
     def _aux_target_transforms(self, deep_supervision_scales):
-        extra = [AppendRegionChannelsTransform(self._aux_regions)]
+        extra = [AppendRegionChannelsTransform(self._aux_regions), *self._task_target_transforms()]
         if deep_supervision_scales is not None:
             extra.append(DownsampleSegForDSTransform(ds_scales=deep_supervision_scales))
         return extra
@@ -156,15 +184,14 @@ class nnUNetTrainerAux(nnUNetTrainer):
                                 do_dummy_2d_data_aug, use_mask_for_norm=None, is_cascaded=False,
                                 foreground_labels=None, regions=None, ignore_label=None):
         # An instance method overriding nnU-Net's static one: it needs the tasks' regions.
-        if not self._aux_regions:
+        if not self._aux_regions and not self._n_extra_channels:
             return super().get_training_transforms(patch_size, rotation_for_DA, deep_supervision_scales,
                                                    mirror_axes, do_dummy_2d_data_aug, use_mask_for_norm,
                                                    is_cascaded, foreground_labels, regions, ignore_label)
         if regions is not None:
-            return super().get_training_transforms(patch_size, rotation_for_DA, deep_supervision_scales,
-                                                   mirror_axes, do_dummy_2d_data_aug, use_mask_for_norm,
-                                                   is_cascaded, foreground_labels,
-                                                   list(regions) + self._aux_regions, ignore_label)
+            return self._insert_task_transforms(super().get_training_transforms(
+                patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug,
+                use_mask_for_norm, is_cascaded, foreground_labels, list(regions) + self._aux_regions, ignore_label))
         base = super().get_training_transforms(patch_size, rotation_for_DA, None, mirror_axes,
                                                do_dummy_2d_data_aug, use_mask_for_norm, is_cascaded,
                                                foreground_labels, None, ignore_label)
@@ -172,12 +199,13 @@ class nnUNetTrainerAux(nnUNetTrainer):
 
     def get_validation_transforms(self, deep_supervision_scales, is_cascaded=False, foreground_labels=None,
                                   regions=None, ignore_label=None):
-        if not self._aux_regions:
+        if not self._aux_regions and not self._n_extra_channels:
             return super().get_validation_transforms(deep_supervision_scales, is_cascaded, foreground_labels,
                                                      regions, ignore_label)
         if regions is not None:
-            return super().get_validation_transforms(deep_supervision_scales, is_cascaded, foreground_labels,
-                                                     list(regions) + self._aux_regions, ignore_label)
+            return self._insert_task_transforms(super().get_validation_transforms(
+                deep_supervision_scales, is_cascaded, foreground_labels, list(regions) + self._aux_regions,
+                ignore_label))
         base = super().get_validation_transforms(None, is_cascaded, foreground_labels, None, ignore_label)
         return ComposeTransforms([base, *self._aux_target_transforms(deep_supervision_scales)])
 
@@ -188,12 +216,15 @@ class nnUNetTrainerAux(nnUNetTrainer):
     def _forward_and_losses(self, data, target) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], Any, Any]:
         main_target, aux_target, valid = self._target_layout.split_all(target)
         main_output, aux_outputs = self.training_model(data)
+        self._last_task_batches = []
         main_loss = self.loss(main_output, main_target)
         terms = {"main": main_loss}
         total = main_loss
         for (name, task), own in zip(self.aux_tasks.items(), self._targets_per_task(aux_target)):
             batch = AuxBatch(targets=own, valid=valid if self.label_manager.has_ignore_label else None,
                              main_output=main_output, main_target=main_target, data=data)
+            if not self.training_model.training:  # kept for validation_counts
+                self._last_task_batches.append((task, aux_outputs[name], batch))
             losses = task.compute_losses(aux_outputs[name], batch)
             weights = task.loss_weights()
             for key, value in losses.items():
@@ -205,17 +236,23 @@ class nnUNetTrainerAux(nnUNetTrainer):
         """Each auxiliary task's own target channels (None for a task without target regions).
 
         ``aux_target`` holds the tasks' regions one after the other, in ``self.aux_tasks``
-        order (one tensor, or one per deep-supervision level).
+        order, then the tasks' extra channels in the same order (one tensor, or one per
+        deep-supervision level). A task gets its regions followed by its extra channels.
         """
-        targets, offset = [], 0
+        targets, offset, extra = [], 0, len(self._aux_regions)
         for task in self.aux_tasks.values():
-            n = len(task.target_regions())
+            n, m = len(task.target_regions()), task.extra_target_channels()
+            spans = [s for s in ((offset, offset + n), (extra, extra + m)) if s[1] > s[0]]
+            offset, extra = offset + n, extra + m
+
+            def take(t, spans=spans):
+                parts = [t[:, a:b] for a, b in spans]
+                return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+
             own = None
-            if n:
-                own = ([t[:, offset:offset + n] for t in aux_target] if isinstance(aux_target, list)
-                       else aux_target[:, offset:offset + n])
+            if spans:
+                own = [take(t) for t in aux_target] if isinstance(aux_target, list) else take(aux_target)
             targets.append(own)
-            offset += n
         return targets
 
     def _to_device(self, batch):
@@ -258,6 +295,10 @@ class nnUNetTrainerAux(nnUNetTrainer):
         if self.enable_deep_supervision:
             output, main_target = output[0], main_target[0]
         out = online_dice_counts(output, main_target, self.label_manager)
+        for task, task_outputs, task_batch in self._last_task_batches:
+            for key, counts in task.validation_counts(task_outputs, task_batch).items():
+                out[f"counts_{key}"] = counts.detach().double().cpu().numpy()
+        self._last_task_batches = []
         out["loss"] = total.detach().cpu().numpy()
         out.update({f"loss_{k}": v.detach().float().cpu().numpy() for k, v in terms.items()})
         return out
@@ -289,6 +330,28 @@ class nnUNetTrainerAux(nnUNetTrainer):
     def on_validation_epoch_end(self, val_outputs: List[dict]):
         super().on_validation_epoch_end(val_outputs)
         self._log_terms(val_outputs, "val")
+        self._log_head_dice(val_outputs)
+
+    def _log_head_dice(self, outputs: List[dict]) -> None:
+        """``val_dice_<name>`` = 2 tp / (2 tp + fp + fn) of each auxiliary head on its own target."""
+        keys = sorted({k for o in outputs for k in o if k.startswith("counts_")})
+        if not keys:
+            return
+        dice = {}
+        for key in keys:
+            counts = np.sum([o[key] for o in outputs if key in o], 0)
+            if self.is_ddp:
+                gathered = [None] * dist.get_world_size()
+                dist.all_gather_object(gathered, counts)
+                counts = np.sum(gathered, 0)
+            tp, fp, fn = (float(c) for c in counts)
+            dice[key[len("counts_"):]] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn > 0 else float("nan")
+        for name, value in dice.items():
+            log_key = f"val_dice_{name}"
+            self.logger.local_logger.add_keys([log_key])
+            self.logger.log(log_key, value, self.current_epoch)
+        self.print_to_log_file("auxiliary heads' Dice on their own targets (val): " +
+                               ", ".join(f"{k} {v:.4f}" for k, v in dice.items()))
 
     def _print_loss_terms(self) -> None:
         terms = [k for k in self.logger.local_logger.aux_keys() if k.startswith("train_loss_")]

@@ -55,6 +55,26 @@ class AuxiliaryTask(nn.Module):
         """Label-value regions this task needs as extra target channels (may be empty)."""
         return []
 
+    def extra_target_channels(self) -> int:
+        """Target channels this task computes itself (not label regions), made by :meth:`target_transforms`."""
+        return 0
+
+    def target_transforms(self, first_channel: int) -> list:
+        """Transforms that insert the :meth:`extra_target_channels` at channel ``first_channel`` of the target.
+
+        They run per sample after nnU-Net's spatial transforms and region conversion, before
+        deep-supervision downsampling (the channels are then downsampled like the others).
+        """
+        return []
+
+    def validation_counts(self, outputs: Any, batch: AuxBatch) -> Dict[str, torch.Tensor]:
+        """Per validation batch: name -> (tp, fp, fn) voxel counts of a head's own segmentation.
+
+        The trainer sums them over the validation epoch and logs ``val_dice_<name>``, so that
+        the log shows whether each auxiliary head learns its own task.
+        """
+        return {}
+
     def forward(self, skips: List[torch.Tensor], main_output: TensorOrList) -> Any:  # pragma: no cover - interface
         """Run the task's heads on the encoder skips (deepest last) and the main output."""
         raise NotImplementedError

@@ -60,6 +60,11 @@ class ScaleTask(AuxiliaryTask):
         How anchors are drawn; 'hard' prefers voxels the scale's own decoder misses.
     embedding_dim, projection_hidden : int
         Widths of proj_s (Eq. 6).
+    decoder_width : float
+        Feature maps of each D_s relative to D_mt, in (0, 1]; 1 is the paper's full decoder,
+        less gives light decoders (same stages and skips, skips reduced by a 1x1x1 conv).
+    loss_settings : dict, optional
+        How ``make_seg_loss`` builds L_s (batch Dice, BCE weighting), for the log and checkpoint.
 
     References
     ----------
@@ -73,7 +78,8 @@ class ScaleTask(AuxiliaryTask):
                  scale_names: Sequence[str], make_seg_loss: Callable[[], nn.Module], deep_supervision: bool,
                  scale_weights: Sequence[float], contrastive_weight: float = 0.0, temperature: float = 0.94,
                  voxels_per_scale: int = 512, sampling: str = "random", embedding_dim: int = 64,
-                 projection_hidden: Optional[int] = None):
+                 projection_hidden: Optional[int] = None, decoder_width: float = 1.0,
+                 loss_settings: Optional[Dict[str, Any]] = None):
         super().__init__()
         if len(scale_labels) < 2:
             raise ValueError(f"need at least 2 scales, got labels {list(scale_labels)}")
@@ -84,7 +90,8 @@ class ScaleTask(AuxiliaryTask):
         self.scale_weights = [float(w) for w in scale_weights]
         self.contrastive_weight = float(contrastive_weight)
         self.decoders = nn.ModuleList(
-            AuxiliaryDecoder(main_decoder, 1, deep_supervision) for _ in self.scale_labels)
+            AuxiliaryDecoder(main_decoder, 1, deep_supervision, width=decoder_width, spec=spec)
+            for _ in self.scale_labels)
         self.seg_losses = nn.ModuleList(make_seg_loss() for _ in self.scale_labels)
         self.projections = None
         self.contrastive = None
@@ -100,6 +107,8 @@ class ScaleTask(AuxiliaryTask):
             "temperature": temperature, "voxels_per_scale": voxels_per_scale, "sampling": sampling,
             "embedding_dim": embedding_dim if self.projections is not None else None,
             "projection_hidden": hidden if self.projections is not None else None,
+            "decoder_width": float(decoder_width),
+            **(loss_settings or {}),
         }
 
     def target_regions(self) -> List[Tuple[int, ...]]:
@@ -141,6 +150,22 @@ class ScaleTask(AuxiliaryTask):
         if self.contrastive is not None:
             losses["contrastive"] = self._contrastive_loss(outputs, targets, valid)
         return losses
+
+    def validation_counts(self, outputs: Dict[str, Any], batch: AuxBatch) -> Dict[str, torch.Tensor]:
+        """(tp, fp, fn) of each D_s on its own scale at full resolution (logit > 0), ignored voxels left out."""
+        targets = batch.targets[0] if isinstance(batch.targets, list) else batch.targets
+        valid = None
+        if batch.valid is not None:
+            valid = batch.valid[0] if isinstance(batch.valid, list) else batch.valid
+        counts = {}
+        for s, name in enumerate(self.scale_names):
+            logits = outputs["logits"][s]
+            pred = (logits[0] if isinstance(logits, list) else logits) > 0
+            ref = targets[:, s:s + 1].bool()
+            if valid is not None:
+                pred, ref = pred & valid, ref & valid
+            counts[f"scale_{name}"] = torch.stack([(pred & ref).sum(), (pred & ~ref).sum(), (~pred & ref).sum()])
+        return counts
 
     def _contrastive_loss(self, outputs, targets, valid) -> torch.Tensor:
         emb = outputs["embeddings"]

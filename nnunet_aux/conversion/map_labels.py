@@ -1,0 +1,160 @@
+"""Predictions of a scale-decomposed dataset back in the source dataset's label values.
+
+A scale-decomposed dataset predicts each region with a value inside it (vessel 1, tumour
+``S + 1``; or one class per scale in the multi-class variant), so that nnU-Net's own
+evaluation reads its predictions right. Users who need the source dataset's values (MSD
+Task08: vessel 1, tumour 2) map them back with ``nnunet_aux map-labels``; the mapping
+comes from ``label_mapping`` in the dataset's ``scale_decomposition_report.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..dataset_format import REPORT_FILENAME, load_dataset_json
+from ..errors import InputError
+from .image_io import read_image
+from .paths import resolve_source
+
+
+def source_value_table(label_mapping: Mapping[str, Any], source: str = REPORT_FILENAME) -> dict[int, int]:
+    """Predicted value -> source value, from a report's ``label_mapping`` (source value -> output value(s)).
+
+    Every scale of the structure maps to the structure's source value.
+
+    Examples
+    --------
+    >>> source_value_table({"0": 0, "1": [1, 2, 3], "2": 4})
+    {0: 0, 1: 1, 2: 1, 3: 1, 4: 2}
+    """
+    table: dict[int, int] = {}
+    try:
+        for source_value, output in label_mapping.items():
+            for value in (output if isinstance(output, (list, tuple)) else [output]):
+                table[int(value)] = int(source_value)
+    except (TypeError, ValueError, AttributeError):
+        raise InputError(f"{source}: 'label_mapping' must map source values to output values") from None
+    if 0 not in table:
+        table[0] = 0
+    return dict(sorted(table.items()))
+
+
+def map_prediction_labels(
+    dataset: int | str | os.PathLike,
+    input_folder: str | os.PathLike,
+    output_folder: str | os.PathLike,
+    *,
+    raw_root: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write every prediction of ``input_folder`` into ``output_folder`` with the source's label values.
+
+    Parameters
+    ----------
+    dataset : int, str or path-like
+        The scale-decomposed dataset the predictions belong to (ID, ``DatasetXXX_Name`` or
+        folder); its report gives the mapping.
+    input_folder : path-like
+        Predictions (e.g. the output folder of ``nnUNetv2_predict``).
+    output_folder : path-like
+        Where the mapped files go (created); must not be ``input_folder``.
+    raw_root : path-like, optional
+        Raw data folder; defaults to ``$nnUNet_raw``.
+    overwrite : bool, optional
+        Replace files that already exist in ``output_folder``.
+
+    Returns
+    -------
+    files : list of Path
+        The files written. Each is written to a temporary name and renamed, so a file is
+        either complete or absent; the geometry is copied from the prediction.
+
+    Examples
+    --------
+    >>> map_prediction_labels(508, "pred", "pred_msd_values")  # doctest: +SKIP
+    """
+    folder = resolve_source(dataset, raw_root)
+    report_file = folder / REPORT_FILENAME
+    report = load_dataset_json(report_file)
+    if "label_mapping" not in report:
+        raise InputError(f"{report_file} has no 'label_mapping'")
+    table = source_value_table(report["label_mapping"], str(report_file))
+    ending = load_dataset_json(folder).get("file_ending", ".nii.gz")
+    source_in, target = Path(input_folder), Path(output_folder)
+    if not source_in.is_dir():
+        raise InputError(f"missing folder {source_in}")
+    if target.exists() and target.resolve() == source_in.resolve():
+        raise InputError("the output folder must differ from the input folder (values would be mapped twice)")
+    files = sorted(p for p in source_in.iterdir()
+                   if p.is_file() and not p.name.startswith(".") and p.name.endswith(ending))
+    if not files:
+        raise InputError(f"no predictions ({ending}) in {source_in}")
+    if not overwrite:
+        clash = [target / f.name for f in files if (target / f.name).exists()]
+        if clash:
+            raise InputError(f"{clash[0]} exists (use --overwrite to replace it)")
+    lut = np.arange(max(table) + 1, dtype=np.int64)
+    known = np.zeros(len(lut), dtype=bool)
+    for value, source_value in table.items():
+        lut[value], known[value] = source_value, True
+    # Read and check everything first: one bad file writes nothing.
+    mapped = []
+    for f in files:
+        image = read_image(f)
+        array = sitk.GetArrayFromImage(image)
+        if not np.issubdtype(array.dtype, np.integer):
+            raise InputError(f"{f}: predictions must hold integer label values, got pixel type {array.dtype}")
+        values = np.unique(array)
+        unknown = [int(v) for v in values if v < 0 or v >= len(lut) or not known[v]]
+        if unknown:
+            raise InputError(f"{f}: values {unknown} are not predicted values of {folder.name} "
+                             f"(known: {sorted(table)})")
+        mapped.append((f, image, array))
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for f, image, array in mapped:
+        out = sitk.GetImageFromArray(lut[array].astype(np.uint8 if lut.max() < 256 else np.uint16))
+        out.CopyInformation(image)
+        fd, tmp = tempfile.mkstemp(prefix=f".{f.name}.", suffix=ending, dir=target)
+        os.close(fd)
+        try:
+            sitk.WriteImage(out, tmp, useCompression=True)
+            os.replace(tmp, target / f.name)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        written.append(target / f.name)
+    return written
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``nnunet_aux map-labels``."""
+    written = map_prediction_labels(args.dataset, args.input, args.output, raw_root=args.raw_root,
+                                    overwrite=args.overwrite)
+    print(f"{len(written)} prediction(s) written to {args.output} with the source dataset's label values")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``map-labels`` parser."""
+    p = subparsers.add_parser(
+        "map-labels", help="write predictions with the source dataset's label values (MSD: vessel 1, tumour 2)",
+        description="Map predictions of a scale-decomposed dataset (vessel = 1 or a scale 1..S, other structures "
+                    "S+1, ...) back to the label values of the dataset it was converted from, using label_mapping "
+                    "in its scale_decomposition_report.json. E.g. MSD Task08: vessel 1, tumour 2.",
+    )
+    p.add_argument("-d", "--dataset", required=True, metavar="ID",
+                   help="the scale-decomposed dataset: ID, DatasetXXX_Name or folder")
+    p.add_argument("-i", "--input", required=True, metavar="FOLDER", help="folder of predictions")
+    p.add_argument("-o", "--output", required=True, metavar="FOLDER", help="folder for the mapped predictions")
+    p.add_argument("--raw-root", default=None, metavar="FOLDER", help="nnU-Net raw data folder (default $nnUNet_raw)")
+    p.add_argument("--overwrite", action="store_true", help="replace files that exist in the output folder")
+    p.set_defaults(func=run)

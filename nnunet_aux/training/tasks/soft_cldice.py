@@ -1,0 +1,89 @@
+"""soft-clDice (Shit et al., CVPR 2021) on nnU-Net's main output: a task without parameters or targets of its own."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from ...losses import soft_cldice_loss
+from ..task import AuxBatch, AuxiliaryTask
+from .skeleton_recall import foreground_probabilities
+
+#: Shit et al.'s code: ``soft_dice_cldice(iter_=3, alpha=0.5, smooth=1.)``
+PAPER_CLDICE_ITERATIONS = 3
+PAPER_CLDICE_ALPHA = 0.5
+PAPER_CLDICE_SMOOTH = 1.0
+
+
+class SoftClDiceTask(AuxiliaryTask):
+    """L = L_nnU-Net + alpha (1 - soft-clDice), at the highest output resolution.
+
+    Parameters
+    ----------
+    channels : sequence of int
+        Output channel of each structure.
+    labels : sequence of tuple of int, optional
+        Label values of each structure (label datasets: the target is nnU-Net's label map);
+        None for region datasets (structure k is region channel k of nnU-Net's target).
+    weight : float
+        alpha (Shit et al.'s code: 0.5). They train with ``(1 - alpha) Dice + alpha clDice``;
+        here nnU-Net's Dice + CE keeps weight 1 (its learning rate and schedule are tuned for it)
+        and ``alpha * clDice`` is added.
+    iterations : int
+        k of the soft skeleton (their code: 3).
+    smooth : float
+        Smoothing of T_prec and T_sens (their code: 1).
+
+    References
+    ----------
+    .. [1] S. Shit, J. C. Paetzold et al., "clDice - a novel topology-preserving loss function for
+           tubular structure segmentation", CVPR 2021, arXiv:2003.07311, Eq. 3-4, Alg. 1-2.
+    """
+
+    name = "cldice"
+
+    def __init__(self, channels: Sequence[int], labels: Optional[Sequence[Tuple[int, ...]]] = None,
+                 weight: float = PAPER_CLDICE_ALPHA, iterations: int = PAPER_CLDICE_ITERATIONS,
+                 smooth: float = PAPER_CLDICE_SMOOTH):
+        super().__init__()
+        self.channels = [int(c) for c in channels]
+        if not self.channels:
+            raise ValueError("clDice needs at least one foreground structure")
+        self.labels = None if labels is None else [tuple(int(v) for v in l) for l in labels]
+        if self.labels is not None and len(self.labels) != len(self.channels):
+            raise ValueError(f"{len(self.labels)} label sets for {len(self.channels)} channels")
+        if not weight >= 0:
+            raise ValueError(f"weight must be non-negative, got {weight!r}")
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+            raise ValueError(f"iterations must be a non-negative int, got {iterations!r}")
+        self.weight = float(weight)
+        self.iterations = iterations
+        self.smooth = float(smooth)
+
+    def hyperparameters(self) -> Dict[str, Any]:
+        return {"weight": self.weight, "iterations": self.iterations, "smooth": self.smooth,
+                "labels": self.labels, "output_channels": self.channels}
+
+    def forward(self, skips: List[torch.Tensor], main_output: Any) -> Dict[str, Any]:
+        return {"logits": main_output}
+
+    def loss_weights(self) -> Dict[str, float]:
+        return {"cldice": self.weight}
+
+    def target_masks(self, main_target: torch.Tensor) -> torch.Tensor:
+        """Binary (B, K, ...) masks of the structures from nnU-Net's main target."""
+        if self.labels is None:
+            return main_target[:, :len(self.channels)].bool()
+        labels = main_target[:, 0]
+        return torch.stack([torch.isin(labels, torch.as_tensor(l, device=labels.device)) for l in self.labels], 1)
+
+    def compute_losses(self, outputs: Dict[str, Any], batch: AuxBatch) -> Dict[str, torch.Tensor]:
+        def first(value):
+            return value[0] if isinstance(value, (list, tuple)) else value
+
+        logits = first(outputs["logits"])
+        probabilities = foreground_probabilities(logits, self.channels, regions=self.labels is None)
+        target = self.target_masks(first(batch.main_target))
+        return {"cldice": soft_cldice_loss(probabilities, target, self.iterations, self.smooth,
+                                           first(batch.valid))}

@@ -1,0 +1,146 @@
+"""Light scale decoders (issue #10): narrowed copies of nnU-Net's decoder, their cost, balanced BCE, head Dice."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from nnunet_aux.heads import AuxiliaryDecoder, encoder_spec, narrow_channels
+from nnunet_aux.training.seg_loss import BalancedBCEWithLogitsLoss, build_region_loss
+from nnunet_aux.training.tasks import ScaleTask, default_scale_weights
+from test_heads import plain_unet, resenc_unet, residual_unet
+from test_scale_task import DS_WEIGHTS, batch_for
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def conv_macs(module: nn.Module, x_skips) -> int:
+    """Multiply-accumulates of every convolution in one forward pass (hooks on Conv/ConvTranspose)."""
+    total = [0]
+
+    def hook(m, inputs, output):
+        k = 1
+        for s in m.kernel_size:
+            k *= s
+        if m.transposed:  # each input voxel is spread over the kernel
+            total[0] += inputs[0].numel() // inputs[0].shape[0] * inputs[0].shape[0] * m.out_channels * k
+        else:
+            total[0] += output.numel() * m.in_channels * k
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    with torch.no_grad():
+        module(x_skips)
+    for h in handles:
+        h.remove()
+    return total[0]
+
+
+@pytest.mark.parametrize("make, dim", [(plain_unet, 3), (resenc_unet, 3), (lambda: plain_unet(2), 2),
+                                       (lambda: plain_unet(nonlin_first=True), 3), (residual_unet, 2)])
+@pytest.mark.parametrize("width", [0.5, 0.25])
+def test_light_decoder_keeps_outputs_and_structure(make, dim, width):
+    net = make()
+    spec = encoder_spec(net)
+    full = AuxiliaryDecoder(net.decoder, 1, deep_supervision=True)
+    light = AuxiliaryDecoder(net.decoder, 1, deep_supervision=True, width=width, spec=spec)
+    skips = net.encoder(torch.randn(2, 1, *([16] * dim)))
+    (out_full, first_full), (out_light, first_light) = full(skips), light(skips)
+    assert [o.shape for o in out_light] == [o.shape for o in out_full]
+    assert first_light.shape[1] == narrow_channels(spec.output_channels[-2], width) == light.first_stage_channels
+    assert first_light.shape[2:] == first_full.shape[2:]
+    # the same block types in the same order (plain or residual, nonlin_first), only narrower
+    assert [type(m).__name__ for m in light.decoder.modules()] == [type(m).__name__ for m in full.decoder.modules()]
+    assert n_params(light) < n_params(full)
+    # gradients reach every parameter of the light decoder and the reductions
+    sum(o.float().mean() for o in out_light).backward()
+    assert all(p.grad is not None for p in light.parameters())
+
+
+def test_light_decoder_cost_follows_the_width():
+    net = plain_unet(features=(8, 16, 32, 64))
+    spec = encoder_spec(net)
+    skips = net.encoder(torch.randn(1, 1, 16, 32, 32))
+    full = conv_macs(AuxiliaryDecoder(net.decoder, 1, True), skips)
+    quarter = conv_macs(AuxiliaryDecoder(net.decoder, 1, True, width=0.25, spec=spec), skips)
+    half = conv_macs(AuxiliaryDecoder(net.decoder, 1, True, width=0.5, spec=spec), skips)
+    # every convolution reads and writes w times the channels (the skips are reduced first): ~ w^2,
+    # plus the 1x1 reductions (~ w / 81 of a stage with two 3x3x3 convolutions)
+    assert 0.0625 < quarter / full < 0.08
+    assert 0.25 < half / full < 0.28
+
+
+def test_narrowed_decoder_needs_the_spec_and_a_valid_width():
+    net = plain_unet()
+    with pytest.raises(ValueError, match="spec"):
+        AuxiliaryDecoder(net.decoder, 1, True, width=0.5)
+    for bad in (0, -0.5, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="width"):
+            AuxiliaryDecoder(net.decoder, 1, True, width=bad, spec=encoder_spec(net))
+
+
+def test_scale_task_with_light_decoders_trains():
+    torch.manual_seed(0)
+    net = plain_unet(features=(4, 8, 16, 16, 16))
+    task = ScaleTask(encoder_spec(net), net.decoder, [1, 2, 3], ["small", "medium", "large"],
+                     lambda: build_region_loss(False, False, False, DS_WEIGHTS, bce_pos_weight="balanced"), True,
+                     default_scale_weights(3), contrastive_weight=0.53, voxels_per_scale=64, embedding_dim=8,
+                     decoder_width=0.25)
+    skips, batch = batch_for(net, task)
+    losses = task.compute_losses(task(skips, batch.main_output), batch)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    # everything learns but the lowest-resolution outputs (deep-supervision weight 0, as in nnU-Net)
+    unused = {n for n, p in task.named_parameters() if p.grad is None}
+    assert unused and all(".seg_layers.0." in n for n in unused), unused
+    assert all(p.grad is not None for n, p in task.named_parameters() if "skip_reduction" in n)
+    assert task.hyperparameters()["decoder_width"] == 0.25
+
+
+def test_balanced_bce_matches_a_direct_computation():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 1, 6, 6, requires_grad=True)
+    target = torch.zeros(2, 1, 6, 6)
+    target[0, 0, :2, :2] = 1  # 4 of 72 voxels: weight 68 / 4 = 17
+    loss = BalancedBCEWithLogitsLoss("balanced", max_pos_weight=50)(logits, target)
+    p = torch.sigmoid(logits)
+    direct = -(17 * target * torch.log(p) + (1 - target) * torch.log(1 - p)).mean()
+    assert torch.allclose(loss, direct, atol=1e-6)
+    g1, = torch.autograd.grad(loss, logits)
+    g2, = torch.autograd.grad(direct, logits)
+    assert torch.allclose(g1, g2, atol=1e-6)
+    # the cap, a fixed weight, no foreground (weight 1 at most: never inf or NaN)
+    assert float(BalancedBCEWithLogitsLoss("balanced", max_pos_weight=10).current_pos_weight(target)) == 10
+    assert float(BalancedBCEWithLogitsLoss(3.0).current_pos_weight(target)) == 3
+    empty = BalancedBCEWithLogitsLoss("balanced")(logits, torch.zeros_like(target))
+    assert torch.isfinite(empty)
+    with pytest.raises(ValueError):
+        BalancedBCEWithLogitsLoss("often")
+
+
+def test_balanced_bce_in_nnunets_loss_with_ignore_label():
+    loss = build_region_loss(False, False, True, None, bce_pos_weight="balanced")
+    logits = torch.randn(2, 1, 8, 8)
+    target = torch.zeros(2, 2, 8, 8, dtype=torch.bool)
+    target[:, 0, 2:4, 2:4] = True
+    target[:, 1, :, 6:] = True  # ignored
+    value = loss(logits, target)
+    assert torch.isfinite(value)
+
+
+def test_validation_counts_are_each_decoders_own_confusion():
+    torch.manual_seed(0)
+    net = plain_unet(features=(4, 8, 16, 16, 16))
+    task = ScaleTask(encoder_spec(net), net.decoder, [1, 2, 3], ["small", "medium", "large"],
+                     lambda: build_region_loss(False, False, False, DS_WEIGHTS), True, default_scale_weights(3))
+    skips, batch = batch_for(net, task)
+    outputs = task(skips, batch.main_output)
+    # make decoder "medium" predict exactly its target, decoder "small" nothing
+    ref = batch.targets[0]
+    outputs["logits"][1][0] = torch.where(ref[:, 1:2], 10.0, -10.0)
+    outputs["logits"][0][0] = torch.full_like(outputs["logits"][0][0], -10.0)
+    counts = task.validation_counts(outputs, batch)
+    n_medium, n_small = int(ref[:, 1].sum()), int(ref[:, 0].sum())
+    assert counts["scale_medium"].tolist() == [n_medium, 0, 0]
+    assert counts["scale_small"].tolist() == [0, 0, n_small]

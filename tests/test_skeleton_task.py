@@ -1,0 +1,216 @@
+"""Skeleton targets and the Skeleton Recall / soft-clDice tasks: known shapes, channel layout, ignore label."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from skimage.morphology import skeletonize
+
+from nnunet_aux.training.skeleton_targets import SkeletonTargetTransform, tubed_skeleton
+from nnunet_aux.training.task import AuxBatch
+from nnunet_aux.training.tasks import SkeletonRecallTask, SoftClDiceTask
+
+
+def cylinder(shape=(24, 15, 15), radius=4.0, center=(7, 7)):
+    z, y, x = np.indices(shape)
+    mask = (y - center[0]) ** 2 + (x - center[1]) ** 2 <= radius ** 2
+    mask[:3], mask[-3:] = False, False
+    return mask
+
+
+# ------------------------------------------------------------------------------------ the skeleton
+def test_3d_skeleton_of_a_cylinder_is_its_axis_and_the_tube_a_diamond():
+    mask = cylinder()
+    bare = tubed_skeleton(mask, 0)
+    zs, ys, xs = np.nonzero(bare)
+    assert set(ys.tolist()) == {7} and set(xs.tolist()) == {7}  # the axis
+    assert zs.min() >= 3 and zs.max() <= 20 and len(zs) >= 12
+    tube = tubed_skeleton(mask, 2)
+    # the cross section of the tube in the middle: the 4-connected ball of radius 2 (13 voxels)
+    section = tube[12]
+    yy, xx = np.nonzero(section)
+    assert len(yy) == 13 and set((abs(yy - 7) + abs(xx - 7)).tolist()) == {0, 1, 2}
+    assert not (tube & ~mask).any()  # cut to the structure
+
+
+def test_2d_skeleton_and_bounding_box_equal_the_full_image_computation():
+    rng = np.random.default_rng(0)
+    mask = np.zeros((40, 50), bool)
+    mask[5:12, 3:45] = True
+    mask[5:35, 20:26] = True
+    mask[rng.random(mask.shape) > 0.97] = False  # small holes
+    ours = tubed_skeleton(mask, 0)
+    np.testing.assert_array_equal(ours, skeletonize(mask))  # 2D thinning, the box changes nothing
+    assert tubed_skeleton(mask, 1).sum() > ours.sum()
+    mask3 = cylinder()
+    np.testing.assert_array_equal(tubed_skeleton(mask3, 0), skeletonize(mask3))
+    assert not tubed_skeleton(np.zeros((5, 6, 7), bool)).any()
+
+
+def test_transform_on_a_label_map_with_ignore_label():
+    """One channel per label (each skeletonised on its own), appended; ignored voxels are in no structure."""
+    seg = np.zeros((1, 24, 15, 15), np.int16)
+    seg[0][cylinder()] = 1
+    seg[0, :, 0:5, 0:15] = 2  # a slab: second label
+    seg[0, 10:14] = 5  # ignore label across the middle
+    t = SkeletonTargetTransform(labels=[(1,), (2,)], tube_radius=2)
+    out = t(segmentation=torch.from_numpy(seg))["segmentation"]
+    assert out.shape == (3, 24, 15, 15) and out.dtype == torch.int16
+    torch.testing.assert_close(out[0], torch.from_numpy(seg[0]))
+    assert out[1].sum() > 0 and out[2].sum() > 0
+    assert not (out[1:].bool() & torch.from_numpy(seg[0] == 5)).any()
+    assert not (out[1].bool() & torch.from_numpy(seg[0] != 1)).any()
+    assert not (out[2].bool() & torch.from_numpy(seg[0] != 2)).any()
+
+
+def test_transform_on_region_channels_inserts_before_the_ignore_channel():
+    mask = torch.from_numpy(cylinder())
+    regions = torch.stack([mask, mask & (torch.arange(24)[:, None, None] < 12), torch.zeros_like(mask),
+                           torch.zeros_like(mask)])  # 2 main regions, 1 auxiliary region, ignore
+    t = SkeletonTargetTransform(channels=[0, 1], insert_at=3)
+    out = t(segmentation=regions)["segmentation"]
+    assert out.shape[0] == 6 and out.dtype == torch.bool
+    torch.testing.assert_close(out[:3], regions[:3])
+    torch.testing.assert_close(out[5], regions[3])  # the ignore channel stays last
+    np.testing.assert_array_equal(out[3].numpy(), tubed_skeleton(cylinder(), 2))
+    assert out[4].sum() > 0 and not out[4, 12:].any()
+    with pytest.raises(TypeError, match="before deep-supervision"):
+        t(segmentation=[regions])
+
+
+# ------------------------------------------------------------------------------------ the tasks
+def logits_and_targets(regions: bool, deep=True):
+    g = torch.Generator().manual_seed(0)
+    logits = [torch.randn(2, 3, 16, 16, 16, generator=g, requires_grad=True)]
+    logits.append(torch.randn(2, 3, 8, 8, 8, generator=g, requires_grad=True))
+    skel = [(torch.rand(2, 2, 16, 16, 16, generator=g) > 0.8), (torch.rand(2, 2, 8, 8, 8, generator=g) > 0.8)]
+    return (logits, skel) if deep else (logits[0], skel[0])
+
+
+@pytest.mark.parametrize("regions", [True, False])
+def test_skeleton_recall_task_on_labels_and_regions_with_and_without_deep_supervision(regions):
+    from nnunet_aux.losses import skeleton_recall_loss
+
+    logits, skel = logits_and_targets(regions)
+    channels = [0, 1] if regions else [1, 2]
+    labels = None if regions else [(1,), (2,)]
+    task = SkeletonRecallTask(channels, labels, batch_dice=False)
+    assert task.extra_target_channels() == 2 and task.target_regions() == []
+    transform, = task.target_transforms(4)
+    assert transform.insert_at == 4 and (transform.labels == labels) and transform.tube_radius == 2
+    batch = AuxBatch(targets=skel, valid=None, main_output=logits, main_target=None, data=None)
+    out = task.compute_losses(task(None, logits), batch)["skeleton_recall"]
+    p = torch.sigmoid(logits[0][:, :2]) if regions else torch.softmax(logits[0], 1)[:, 1:]
+    torch.testing.assert_close(out, skeleton_recall_loss(p, skel[0], batch_dice=False))
+    # with nnU-Net's deep-supervision weights: every level with its weight
+    ds = SkeletonRecallTask(channels, labels, batch_dice=False, deep_supervision_weights=[0.75, 0.25])
+    low = torch.sigmoid(logits[1][:, :2]) if regions else torch.softmax(logits[1], 1)[:, 1:]
+    expected = 0.75 * out + 0.25 * skeleton_recall_loss(low, skel[1], batch_dice=False)
+    torch.testing.assert_close(ds.compute_losses(ds(None, logits), batch)["skeleton_recall"], expected)
+    assert ds.loss_weights() == {"skeleton_recall": 1.0} and not list(ds.parameters())
+
+
+def test_soft_cldice_task_reads_the_main_target_of_labels_and_regions():
+    from nnunet_aux.losses import soft_cldice_loss
+
+    logits, _ = logits_and_targets(True)
+    labels = torch.randint(0, 4, (2, 1, 16, 16, 16))  # label 3 plays the ignore label
+    valid = labels != 3
+    task = SoftClDiceTask([1, 2], [(1,), (2,)])
+    batch = AuxBatch(targets=None, valid=[valid, valid[..., ::2, ::2, ::2]], main_output=logits,
+                     main_target=[labels, labels[..., ::2, ::2, ::2]], data=None)
+    out = task.compute_losses(task(None, logits), batch)["cldice"]
+    p = torch.softmax(logits[0], 1)[:, 1:]
+    target = torch.cat([labels == 1, labels == 2], 1)
+    torch.testing.assert_close(out, soft_cldice_loss(p, target, 3, 1.0, valid))
+    # region dataset: the first K target channels (nnU-Net's ignore channel after them is not read)
+    regions = torch.cat([labels == 1, labels >= 1, labels == 3], 1)
+    task = SoftClDiceTask([0, 1], None)
+    out = task.compute_losses(task(None, logits[0][:, :2]),
+                              AuxBatch(None, None, logits[0][:, :2], regions, None))["cldice"]
+    torch.testing.assert_close(out, soft_cldice_loss(torch.sigmoid(logits[0][:, :2]), regions[:, :2], 3, 1.0))
+    assert task.loss_weights() == {"cldice": 0.5} and task.hyperparameters()["iterations"] == 3
+
+
+# ------------------------------------------------------------------------------------ in the trainer
+def label_dataset_json(ds, ignore=True):
+    """The shared scale dataset read as a label dataset: each scale and the tumour its own label."""
+    dataset_json = json.loads((ds["preprocessed"] / "dataset.json").read_text(encoding="utf-8"))
+    dataset_json["labels"] = {"background": 0, "small": 1, "medium": 2, "large": 3, "tumour": 4}
+    if ignore:
+        dataset_json["labels"]["ignore"] = 5
+    dataset_json.pop("regions_class_order", None)
+    return dataset_json
+
+
+def sample_labels(shape, ignore=True):
+    seg = np.zeros(shape, np.int16)
+    z, y, x = np.indices(shape)
+    seg[(y - shape[1] // 2) ** 2 + (x - shape[2] // 2) ** 2 <= 9] = 1
+    seg[(z - shape[0] // 2) ** 2 + (x - shape[2] // 2) ** 2 <= 16] = 2
+    seg[(z - shape[0] // 2) ** 2 + (y - 5) ** 2 + (x - 5) ** 2 <= 9] = 4
+    if ignore:
+        seg[:, :, -6:] = 5
+    return torch.from_numpy(seg[None])
+
+
+@pytest.mark.slow  # needs the shared planned dataset
+@pytest.mark.parametrize("trainer_name,regions", [("nnUNetTrainerSkeletonRecall", False),
+                                                   ("nnUNetTrainerSkeletonRecall", True),
+                                                   ("nnUNetTrainerScaleContrastiveSkeletonRecall", True)])
+def test_trainer_pipeline_carries_the_skeleton_through_deep_supervision(nnunet_paths, trainer_name, regions):
+    """Training and validation transforms give each structure's tubed skeleton at every deep-supervision level,
+    after the region / scale channels and before the ignore channel; a training step uses it."""
+    from nnunet_aux.training import trainers
+
+    ds = nnunet_paths
+    plans = json.loads((ds["preprocessed"] / "nnUNetPlans.json").read_text(encoding="utf-8"))
+    plans["continue_training"] = False
+    dataset_json = json.loads((ds["preprocessed"] / "dataset.json").read_text(encoding="utf-8"))
+    if not regions:
+        dataset_json = label_dataset_json(ds)
+    trainer = getattr(trainers, trainer_name)(plans, "3d_fullres", 0, dataset_json, torch.device("cpu"))
+    trainer.initialize()
+    lm = trainer.label_manager
+    n_structures = len(lm.foreground_regions) if regions else len(lm.foreground_labels)
+    n_scales = 3 if "Scale" in trainer_name else 0
+    assert trainer._target_layout.n_aux == n_scales + n_structures
+    patch = tuple(trainer.configuration_manager.patch_size)
+    ds_scales = trainer._get_deep_supervision_scales()
+    kwargs = dict(is_cascaded=False, foreground_labels=lm.foreground_labels,
+                  regions=lm.foreground_regions if regions else None, ignore_label=lm.ignore_label)
+    seg = sample_labels(patch, ignore=not regions)
+    image = torch.randn(1, *patch)
+    val = trainer.get_validation_transforms(ds_scales, **kwargs)(image=image.clone(), segmentation=seg.clone())
+    rot, dummy_2d, _, mirror = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    train = trainer.get_training_transforms(patch, rot, ds_scales, mirror, dummy_2d, **kwargs)(
+        image=image.clone(), segmentation=seg.clone())
+    for out in (val, train):
+        levels = out["segmentation"]
+        assert isinstance(levels, list) and len(levels) == len(ds_scales)
+        n_main = len(lm.foreground_regions) if regions else 1
+        assert all(level.shape[0] == n_main + n_scales + n_structures for level in levels)
+    levels = [t[None] for t in val["segmentation"]]  # a batch of one
+    main, aux, valid = trainer._target_layout.split_all(levels)
+    own = trainer._targets_per_task(aux)[list(trainer.aux_tasks).index("skeleton_recall")]
+    assert [tuple(o.shape[1:2]) for o in own] == [(n_structures,)] * len(ds_scales)
+    skeleton = own[0][0]
+    if regions:  # vessel region (labels 1-3) and tumour region
+        masks = [np.isin(seg[0].numpy(), r) for r in lm.foreground_regions]
+    else:
+        masks = [seg[0].numpy() == v for v in lm.foreground_labels]
+    for k, mask in enumerate(masks):
+        np.testing.assert_array_equal(skeleton[k].numpy(), tubed_skeleton(mask, 2))
+    assert own[1][0].shape[1:] == levels[1].shape[2:] and own[1].any()  # downsampled with the others
+    if not regions:
+        assert not skeleton[:, seg[0] == 5].any()
+        assert not valid[0][seg[None] == 5].any()
+    # a training step on this batch: the skeleton recall term is logged, finite and in (0, 1]
+    batch = {"data": torch.stack([val["image"]] * 2), "target": [torch.cat([t] * 2) for t in levels]}
+    trainer.network.train()
+    trainer.training_model.train()
+    terms = trainer.train_step(batch)
+    assert 0 < terms["loss_skeleton_recall"] <= 1 and np.isfinite(terms["loss"])
