@@ -180,7 +180,7 @@ def write_outputs(s: Settings, failures: list[str]) -> str:
               "with 95 % bootstrap intervals (seeds and cases resampled). 'step ratio': measured seconds per "
               "training iteration over stock's (equal-iterations runs). 'decoder Dice': each scale decoder's Dice on "
               "its own scale in nnU-Net's validation of the last epoch.", ""]
-    table = "\n".join(header) + markdown_tables(aggregated)
+    table = "\n".join(header) + "\n" + markdown_tables(aggregated)
     if failures:
         table += "\nFailed runs:\n" + "\n".join(f"- {f.splitlines()[0]}" for f in failures) + "\n"
     (s.workdir / "table.md").write_text(table + "\n", encoding="utf-8")
