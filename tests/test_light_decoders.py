@@ -144,3 +144,73 @@ def test_validation_counts_are_each_decoders_own_confusion():
     n_medium, n_small = int(ref[:, 1].sum()), int(ref[:, 0].sum())
     assert counts["scale_medium"].tolist() == [n_medium, 0, 0]
     assert counts["scale_small"].tolist() == [0, 0, n_small]
+
+
+@pytest.mark.parametrize("make, dim", [(plain_unet, 3), (resenc_unet, 3), (lambda: plain_unet(2), 2),
+                                       (residual_unet, 2)])
+@pytest.mark.parametrize("stages, width", [(-1, 0.25), (2, 0.25), (-1, 1.0)])
+def test_cut_decoder_gives_the_lower_outputs(make, dim, stages, width):
+    net = make()
+    spec = encoder_spec(net)
+    n = len(net.decoder.stages)
+    full = AuxiliaryDecoder(net.decoder, 1, deep_supervision=True)
+    cut = AuxiliaryDecoder(net.decoder, 1, deep_supervision=True, width=width, spec=spec, stages=stages)
+    kept = stages if stages > 0 else n + stages
+    assert cut.num_stages == len(cut.decoder.stages) == kept
+    skips = net.encoder(torch.randn(2, 1, *([16] * dim)))
+    (out_full, first_full), (out_cut, first_cut) = full(skips), cut(skips)
+    # the outputs of the kept stages, at the lower deep-supervision resolutions
+    assert [o.shape for o in out_cut] == [o.shape for o in out_full[n - kept:]]
+    assert first_cut.shape[2:] == first_full.shape[2:]
+    if width < 1:  # only the skips the kept stages read are reduced
+        assert len(cut.skip_reduction.reductions) == kept + 1
+    sum(o.float().mean() for o in out_cut).backward()
+    assert all(p.grad is not None for p in cut.parameters())
+    assert n_params(cut) < n_params(full)
+    cut.deep_supervision = False
+    single, _ = cut(skips)
+    assert single.shape == out_cut[0].shape
+
+
+def test_cut_decoder_rejects_impossible_stage_counts():
+    net = plain_unet()
+    n = len(net.decoder.stages)
+    for bad in (0, n + 1, -n, True, "2", 1.5):
+        with pytest.raises(ValueError, match="decoder stages"):
+            AuxiliaryDecoder(net.decoder, 1, True, stages=bad)
+
+
+@pytest.mark.parametrize("deep", [True, False])
+def test_scale_task_with_cut_decoders_uses_the_matching_targets(deep):
+    torch.manual_seed(0)
+    net = plain_unet(features=(4, 8, 16, 16, 16))
+    asked = []
+
+    def make_loss(levels=None):
+        asked.append(levels)
+        weights = DS_WEIGHTS[-levels:] if levels else DS_WEIGHTS
+        return build_region_loss(False, False, False, [w / sum(weights) for w in weights] if deep else None,
+                                 bce_pos_weight="balanced")
+
+    task = ScaleTask(encoder_spec(net), net.decoder, [1, 2, 3], ["small", "medium", "large"], make_loss, deep,
+                     default_scale_weights(3), contrastive_weight=0.53, voxels_per_scale=64, embedding_dim=8,
+                     decoder_width=0.25, decoder_stages=-1)
+    assert asked == [3, 3, 3] and task.kept_stages == 3 and task.num_levels == 4
+    skips, batch = batch_for(net, task)
+    if not deep:
+        batch.targets = batch.targets[0]
+    outputs = task(skips, batch.main_output)
+    losses = task.compute_losses(outputs, batch)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    # counts at the decoders' highest output (half resolution): a perfect "medium" decoder
+    ref = (batch.targets[1] if deep else batch.targets[:, :, ::2, ::2, ::2])[:, 1:2]
+    top = outputs["logits"][1][0] if deep else outputs["logits"][1]
+    assert top.shape[2:] == ref.shape[2:]
+    if deep:
+        outputs["logits"][1][0] = torch.where(ref, 10.0, -10.0)
+    else:
+        outputs["logits"][1] = torch.where(ref, 10.0, -10.0)
+    counts = task.validation_counts(outputs, batch)
+    assert counts["scale_medium"].tolist() == [int(ref.sum()), 0, 0]
+    assert task.hyperparameters()["decoder_stages"] == -1

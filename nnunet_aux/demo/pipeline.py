@@ -120,7 +120,7 @@ class Method:
 
 METHODS = (
     Method("baseline", "nnU-Net binary baseline", "nnUNetTrainer_demo"),
-    Method("scale_contrastive", "ScaleContrastive (paper 1)", "nnUNetTrainerScaleContrastive_demo"),
+    Method("scale_contrastive", "ScaleContrastive (Sadikine et al.)", "nnUNetTrainerScaleContrastive_demo"),
 )
 
 

@@ -125,7 +125,7 @@ def write_report(
         "",
         "Binary nnU-Net baseline (stock `nnUNetTrainer`) against `nnUNetTrainerScaleContrastive` "
         "(one auxiliary decoder per vessel scale plus the multi-scale supervised contrastive loss; "
-        "paper 1, Eq. 9), both trained by `nnUNetv2_train` on the same synthetic, scale-decomposed "
+        "Sadikine et al., Eq. 9), both trained by `nnUNetv2_train` on the same synthetic, scale-decomposed "
         "dataset and evaluated on its test cases (`labelsTs`). Mean ± standard deviation over test cases; "
         "recall per vessel scale is the fraction of reference voxels of that scale that the vessel "
         "prediction covers.",

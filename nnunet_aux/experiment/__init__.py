@@ -1,7 +1,7 @@
 """Cross-validation experiments with nnU-Net: train or reuse, evaluate, tabulate (``nnunet_aux experiment``).
 
 - :func:`run_experiment`: every trainer on every fold, resumable from nnU-Net's files;
-- :func:`build_table`, :func:`format_markdown`: paper 1's Table 1 (mean ± std over folds);
+- :func:`build_table`, :func:`format_markdown`: Sadikine et al.'s Table 1 (mean ± std over folds);
 - :func:`plot_table`: bars with error bars and per-fold points.
 
 ``register`` and ``run`` are the command-line hooks (:mod:`.cli`).

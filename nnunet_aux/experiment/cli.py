@@ -11,7 +11,7 @@ import logging
 import sys
 
 DESCRIPTION = """\
-Run a cross-validation experiment with nnU-Net and tabulate it as in paper 1, Table 1.
+Run a cross-validation experiment with nnU-Net and tabulate it as in Sadikine et al., Table 1.
 
 For every fold and trainer: train with nnUNetv2_train (a subprocess using your nnU-Net
 environment variables; nnUNet_extTrainer gets this package's trainer folder added), or

@@ -168,7 +168,7 @@ def run_experiment(
     figure: bool = True,
 ) -> ExperimentResult:
     """Train or reuse every trainer on every fold, evaluate nnU-Net's validation
-    predictions and write paper 1's Table 1 (mean ± std over folds).
+    predictions and write Sadikine et al.'s Table 1 (mean ± std over folds).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Results table of an experiment: mean ± std over folds per method, as in paper 1, Table 1.
+"""Results table of an experiment: mean ± std over folds per method, as in Sadikine et al., Table 1.
 
 The table is built from per-fold values. A per-fold value is the mean over that fold's
 validation cases, taken from an :func:`nnunet_aux.evaluation.evaluate_folders` summary
@@ -17,7 +17,7 @@ import math
 import os
 from typing import Any, Mapping, Sequence
 
-#: Columns of paper 1, Table 1: key, header, factor from the stored value to the header's unit.
+#: Columns of Sadikine et al., Table 1: key, header, factor from the stored value to the header's unit.
 BASE_COLUMNS: tuple[tuple[str, str, float], ...] = (
     ("dice", "DSC (%)", 100.0),
     ("jaccard", "Jacc (%)", 100.0),

@@ -1,4 +1,4 @@
-"""An extra U-Net decoder on nnU-Net's shared encoder (paper 1, Sect. 2.2, decoders D_s)."""
+"""An extra U-Net decoder on nnU-Net's shared encoder (Sadikine et al., Sect. 2.2, decoders D_s)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,22 @@ def _initialize(module: nn.Module) -> None:
     module.apply(init_last_bn_before_add_to_0)
 
 
+def decoder_stages_kept(num_stages: int, stages: int | None) -> int:
+    """How many of ``num_stages`` decoder stages a ``stages`` setting keeps (see :class:`AuxiliaryDecoder`).
+
+    Examples
+    --------
+    >>> decoder_stages_kept(4, None), decoder_stages_kept(4, 2), decoder_stages_kept(4, -1)
+    (4, 2, 3)
+    """
+    if stages is None:
+        return num_stages
+    if isinstance(stages, bool) or not isinstance(stages, int) or stages == 0 or not -num_stages < stages <= num_stages:
+        raise ValueError(f"decoder stages must be None, 1..{num_stages} or -1..-{num_stages - 1} for a decoder of "
+                         f"{num_stages} stages, got {stages!r}")
+    return stages if stages > 0 else num_stages + stages
+
+
 class AuxiliaryDecoder(nn.Module):
     """A decoder with the main decoder's architecture, its own weights and its own outputs.
 
@@ -44,7 +60,7 @@ class AuxiliaryDecoder(nn.Module):
     holds none of the encoder's weights), gets new segmentation layers with
     ``num_outputs`` channels, and is re-initialised as nnU-Net initialises its networks.
     Its forward also returns the features of its first (deepest) stage, which the scale
-    contrastive loss projects (paper 1, Eq. 6).
+    contrastive loss projects (Sadikine et al., Eq. 6).
 
     Parameters
     ----------
@@ -62,6 +78,12 @@ class AuxiliaryDecoder(nn.Module):
         outputs at a fraction of the cost.
     spec : EncoderSpec, optional
         The shared encoder's configuration; needed when ``width < 1``.
+    stages : int, optional
+        Keep only the decoder's first (deepest) stages: ``K > 0`` keeps K of them, ``K < 0``
+        drops the last ``|K|`` (``-1``: every stage but the highest-resolution one). None
+        keeps all. A cut decoder's outputs start at the resolution of its last stage;
+        its deep-supervision targets are the matching lower levels
+        (:func:`decoder_stages_kept` says which).
 
     References
     ----------
@@ -69,7 +91,7 @@ class AuxiliaryDecoder(nn.Module):
     """
 
     def __init__(self, main_decoder: nn.Module, num_outputs: int, deep_supervision: bool = True,
-                 width: float = 1.0, spec: EncoderSpec | None = None):
+                 width: float = 1.0, spec: EncoderSpec | None = None, stages: int | None = None):
         super().__init__()
         check_decoder(main_decoder)
         if num_outputs < 1:
@@ -83,6 +105,11 @@ class AuxiliaryDecoder(nn.Module):
         encoder = getattr(main_decoder, "encoder", None)
         decoder = copy.deepcopy(main_decoder, {id(encoder): None} if encoder is not None else {})
         owner = type(main_decoder).__name__
+        kept = decoder_stages_kept(len(decoder.stages), stages)
+        # Cut before narrowing: the dropped high-resolution stages cost the most per voxel
+        # (on the CPU a narrow convolution at full resolution costs almost what a full one does).
+        for name in ("stages", "transpconvs", "seg_layers"):
+            setattr(decoder, name, getattr(decoder, name)[:kept])
         if width < 1:
             narrow_decoder(decoder, spec.output_channels, width)
         decoder.seg_layers = nn.ModuleList(_output_layer(layer, num_outputs, owner)
@@ -93,10 +120,12 @@ class AuxiliaryDecoder(nn.Module):
         _initialize(decoder)
         self.decoder = decoder
         #: 1x1(x1) reduction of the encoder's skips to the narrowed widths (None at full width)
-        self.skip_reduction = SkipReduction(spec, width) if width < 1 else None
+        self.skip_reduction = SkipReduction(spec, width, levels=kept + 1) if width < 1 else None
         if self.skip_reduction is not None:
             _initialize(self.skip_reduction)
         self.width = float(width)
+        #: decoder stages kept (the deepest first); outputs start at the resolution of the last
+        self.num_stages = kept
         #: channels of the first (deepest) stage's features: what its segmentation layer reads
         self.first_stage_channels = int(decoder.seg_layers[0].in_channels)
 
@@ -119,6 +148,7 @@ class AuxiliaryDecoder(nn.Module):
             Features after the decoder's first (deepest) stage.
         """
         dec = self.decoder
+        skips = skips[-(self.num_stages + 1):]
         if self.skip_reduction is not None:
             skips = self.skip_reduction(skips)
         x = skips[-1]

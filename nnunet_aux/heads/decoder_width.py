@@ -1,6 +1,6 @@
 """Narrow copies of nnU-Net's decoder: the same blocks with a fraction of the feature maps.
 
-A light auxiliary decoder keeps the structure of paper 1's D_s (one U-Net decoder per scale
+A light auxiliary decoder keeps the structure of Sadikine et al.'s D_s (one U-Net decoder per scale
 on the shared encoder, skips at every resolution, deep supervision) at a fraction of the
 cost: every stage works with ``width`` times the main decoder's feature maps, and the
 encoder's skips are reduced to that width by a 1x1(x1) convolution (:class:`SkipReduction`)
@@ -150,6 +150,9 @@ class SkipReduction(nn.Module):
         The encoder's configuration (convolution type, normalisation, non-linearity).
     width : float
         Relative width in (0, 1].
+    levels : int, optional
+        Reduce only the ``levels`` deepest skips (a decoder cut after its first stages reads
+        no others); None reduces all.
 
     References
     ----------
@@ -157,10 +160,11 @@ class SkipReduction(nn.Module):
            D_s reads them through this reduction (our addition, to make D_s cheap).
     """
 
-    def __init__(self, spec: EncoderSpec, width: float):
+    def __init__(self, spec: EncoderSpec, width: float, levels: int | None = None):
         super().__init__()
         reductions = []
-        for c in spec.output_channels:
+        channels = list(spec.output_channels)
+        for c in channels[-levels:] if levels else channels:
             layers = [spec.conv_op(c, narrow_channels(c, width), 1, 1, 0, bias=spec.conv_bias)]
             if spec.norm_op is not None:
                 layers.append(spec.norm_op(narrow_channels(c, width), **(spec.norm_op_kwargs or {})))
@@ -170,5 +174,6 @@ class SkipReduction(nn.Module):
         self.reductions = nn.ModuleList(reductions)
 
     def forward(self, skips: List[torch.Tensor]) -> List[torch.Tensor]:
-        return [r(x) for r, x in zip(self.reductions, skips)]
+        """The deepest ``len(self.reductions)`` skips, reduced, in the encoder's order."""
+        return [r(x) for r, x in zip(self.reductions, skips[-len(self.reductions):])]
 

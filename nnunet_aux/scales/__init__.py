@@ -1,4 +1,4 @@
-"""Vessel scale decomposition (paper 1, Sect. 2.1).
+"""Vessel scale decomposition (Sadikine et al., Sect. 2.1).
 
 Split a binary vessel tree into branches, estimate each branch's radius, and label
 every vessel voxel with the scale of its branch (1 = smallest ... S = largest).

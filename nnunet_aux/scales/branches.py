@@ -1,4 +1,4 @@
-"""Split a skeleton into branches and measure their radii (paper 1, Eq. 2)."""
+"""Split a skeleton into branches and measure their radii (Sadikine et al., Eq. 2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Decompose a binary vessel mask into scales by branch radius (paper 1, Sect. 2.1)."""
+"""Decompose a binary vessel mask into scales by branch radius (Sadikine et al., Sect. 2.1)."""
 
 from __future__ import annotations
 

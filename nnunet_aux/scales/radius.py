@@ -1,4 +1,4 @@
-"""Local vessel radius at centreline voxels (paper 1, Eq. 1)."""
+"""Local vessel radius at centreline voxels (Sadikine et al., Eq. 1)."""
 
 from __future__ import annotations
 

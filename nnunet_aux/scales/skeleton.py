@@ -1,4 +1,4 @@
-"""Centreline voxels of one connected vessel component (the skeleton Gamma of paper 1)."""
+"""Centreline voxels of one connected vessel component (the skeleton Gamma of Sadikine et al.)."""
 
 from __future__ import annotations
 

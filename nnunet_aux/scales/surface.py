@@ -1,4 +1,4 @@
-"""Vessel surface: the voxels of the vessel wall (the set Omega of paper 1, Sect. 2.1)."""
+"""Vessel surface: the voxels of the vessel wall (the set Omega of Sadikine et al., Sect. 2.1)."""
 
 from __future__ import annotations
 

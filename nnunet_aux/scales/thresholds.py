@@ -1,4 +1,4 @@
-"""Radius thresholds that split vessel branches into scales (paper 1, Sect. 2.1)."""
+"""Radius thresholds that split vessel branches into scales (Sadikine et al., Sect. 2.1)."""
 
 from __future__ import annotations
 

@@ -94,18 +94,25 @@ class nnUNetTrainerAux(nnUNetTrainer):
         return list(weights) if weights is not None else None
 
     def make_region_loss(self, batch_dice: Optional[bool] = None, bce_pos_weight=None,
-                         max_pos_weight: float = 50.0) -> nn.Module:
+                         max_pos_weight: float = 50.0, levels: Optional[int] = None) -> nn.Module:
         """nnU-Net's region loss (Dice + BCE) with this trainer's deep supervision and ignore label.
 
         ``batch_dice`` (None: the plan's) and ``bce_pos_weight`` (None: unweighted BCE; a
         number; or ``'balanced'``, the batch's inverse foreground frequency capped at
-        ``max_pos_weight``) let a task change what matters for rare targets.
+        ``max_pos_weight``) let a task change what matters for rare targets. ``levels``:
+        the loss of a head with outputs at only the ``levels`` lowest deep-supervision
+        resolutions (a decoder cut after its first stages): nnU-Net's weights of those
+        levels, renormalised to sum 1.
         """
         if self.enable_deep_supervision:
             scales = self._get_deep_supervision_scales()
             weights = np.array([1 / (2 ** i) for i in range(len(scales))])
             # same rule as nnUNetTrainer._build_loss: DDP without compile needs every output used
             weights[-1] = 1e-6 if (self.is_ddp and not self._do_i_compile()) else 0
+            if levels is not None:
+                weights = weights[-levels:]
+                if weights.sum() == 0:  # only nnU-Net's unweighted lowest level is left
+                    weights[:] = 1
             weights = list(weights / weights.sum())
         else:
             weights = None

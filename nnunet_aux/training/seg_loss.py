@@ -81,7 +81,7 @@ def build_region_loss(batch_dice: bool, ddp: bool, use_ignore_label: bool,
     """Dice + binary cross-entropy, as nnU-Net trains its regions (``nnUNetTrainer._build_loss``).
 
     Auxiliary masks get the same loss family and the same deep-supervision weights as the
-    main task (paper 1, Eq. 5: "L_mt and L_s combine Dice and weighted cross-entropy"; we use
+    main task (Sadikine et al., Eq. 5: "L_mt and L_s combine Dice and weighted cross-entropy"; we use
     nnU-Net's region loss, whose BCE is unweighted, so that L_s and L_mt stay comparable).
 
     Parameters
@@ -98,7 +98,7 @@ def build_region_loss(batch_dice: bool, ddp: bool, use_ignore_label: bool,
         Compile the Dice term like nnU-Net does when ``nnUNet_compile`` is on.
     bce_pos_weight : float or 'balanced', optional
         Weight of foreground voxels in the binary cross-entropy, the "weighted cross-entropy"
-        of paper 1, Eq. 5 (:class:`BalancedBCEWithLogitsLoss`). None (nnU-Net's loss)
+        of Sadikine et al., Eq. 5 (:class:`BalancedBCEWithLogitsLoss`). None (nnU-Net's loss)
         weights both classes 1.
     max_pos_weight : float
         Upper bound of the ``'balanced'`` weight.

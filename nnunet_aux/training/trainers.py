@@ -1,6 +1,6 @@
 """The concrete trainers users name with ``-tr``.
 
-Table 1 of paper 1 with stock commands, on a scale-decomposed dataset:
+Table 1 of Sadikine et al. with stock commands, on a scale-decomposed dataset:
 
 =====================  ==========================================================
 binary baseline        ``nnUNetTrainer`` (stock)
@@ -44,7 +44,7 @@ from .variants import make_variants
 
 
 class nnUNetTrainerScaleAux(nnUNetTrainerAux):
-    """Scale-specific auxiliary decoders, L = L_mt + sum_s lambda_s L_s (paper 1, Eq. 5)."""
+    """Scale-specific auxiliary decoders, L = L_mt + sum_s lambda_s L_s (Sadikine et al., Eq. 5)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -66,6 +66,9 @@ class nnUNetTrainerScaleAux(nnUNetTrainerAux):
         self.projection_hidden = None
         #: feature maps of each D_s relative to nnU-Net's decoder: 1 = the paper's full decoders
         self.scale_decoder_width = 1.0
+        #: stages of each D_s, deepest first: None = all (the paper), K > 0 the first K, -1 all but the
+        #: highest-resolution one (its outputs and targets then start one level lower)
+        self.scale_decoder_stages = None
         #: Dice of L_s over the whole batch (True) or per patch (False); None = the plan's batch_dice
         self.scale_batch_dice = None
         #: foreground weight of L_s's cross-entropy (the paper's "weighted cross-entropy"): None = unweighted,
@@ -82,18 +85,18 @@ class nnUNetTrainerScaleAux(nnUNetTrainerAux):
             contrastive_weight=self.contrastive_weight, temperature=self.contrastive_temperature,
             voxels_per_scale=self.contrastive_voxels_per_scale, sampling=self.contrastive_sampling,
             embedding_dim=self.projection_dim, projection_hidden=self.projection_hidden,
-            decoder_width=self.scale_decoder_width,
+            decoder_width=self.scale_decoder_width, decoder_stages=self.scale_decoder_stages,
             loss_settings={"scale_batch_dice": self.scale_batch_dice, "scale_bce_pos_weight": self.scale_bce_pos_weight,
                            "scale_bce_max_pos_weight": self.scale_bce_max_pos_weight})
         return super().build_aux_tasks() + [task]
 
-    def _make_scale_loss(self):
+    def _make_scale_loss(self, levels=None):
         return self.make_region_loss(batch_dice=self.scale_batch_dice, bce_pos_weight=self.scale_bce_pos_weight,
-                                     max_pos_weight=self.scale_bce_max_pos_weight)
+                                     max_pos_weight=self.scale_bce_max_pos_weight, levels=levels)
 
 
 class nnUNetTrainerScaleContrastive(nnUNetTrainerScaleAux):
-    """Scale decoders plus the multi-scale contrastive loss (paper 1, Eq. 9), lambda_c = 0.53, tau = 0.94."""
+    """Scale decoders plus the multi-scale contrastive loss (Sadikine et al., Eq. 9), lambda_c = 0.53, tau = 0.94."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -125,6 +128,9 @@ class nnUNetTrainerScaleContrastiveLite(nnUNetTrainerScaleContrastive):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.scale_decoder_width = 0.25
+        # no full-resolution stage: on the CPU a narrow convolution there costs about what a full one
+        # does, so narrowing alone left the step at 1.5 x stock (benchmarks/RESULTS.md)
+        self.scale_decoder_stages = -1
         # full class balance: with a cap of 50 the small and medium decoders stayed at Dice 0 for
         # 120 iterations on the demo data (0.03 % / 0.1 % of the voxels); see benchmarks/RESULTS.md
         self.scale_bce_pos_weight = "balanced"

@@ -1,4 +1,4 @@
-"""Scale-specific auxiliary decoders and the multi-scale contrastive loss (paper 1, Sect. 2.2-2.3)."""
+"""Scale-specific auxiliary decoders and the multi-scale contrastive loss (Sadikine et al., Sect. 2.2-2.3)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ...losses import ScaleContrastiveLoss
 from ..seg_loss import with_ignore_channel
 from ..task import AuxBatch, AuxiliaryTask
 
-#: paper 1, Sect. 3.2 (Optuna-tuned for S = 3)
+#: Sadikine et al., Sect. 3.2 (Optuna-tuned for S = 3)
 PAPER_SCALE_WEIGHTS = (0.78, 0.48, 0.54)
 
 
@@ -45,7 +45,9 @@ class ScaleTask(AuxiliaryTask):
     scale_names : sequence of str
         Their names (used for the logged loss terms).
     make_seg_loss : callable
-        Builds nnU-Net's Dice + BCE loss with deep supervision (one per decoder).
+        Builds nnU-Net's Dice + BCE loss with deep supervision (one per decoder); called
+        with ``levels=K`` when the decoders keep only K stages (the loss of the K lowest
+        deep-supervision levels).
     deep_supervision : bool
         Deep supervision on the auxiliary outputs, as on the main output.
     scale_weights : sequence of float
@@ -63,6 +65,9 @@ class ScaleTask(AuxiliaryTask):
     decoder_width : float
         Feature maps of each D_s relative to D_mt, in (0, 1]; 1 is the paper's full decoder,
         less gives light decoders (same stages and skips, skips reduced by a 1x1x1 conv).
+    decoder_stages : int, optional
+        Stages of each D_s, deepest first (see :class:`~nnunet_aux.heads.AuxiliaryDecoder`):
+        None keeps all (the paper), ``-1`` all but the highest-resolution one.
     loss_settings : dict, optional
         How ``make_seg_loss`` builds L_s (batch Dice, BCE weighting), for the log and checkpoint.
 
@@ -79,7 +84,7 @@ class ScaleTask(AuxiliaryTask):
                  scale_weights: Sequence[float], contrastive_weight: float = 0.0, temperature: float = 0.94,
                  voxels_per_scale: int = 512, sampling: str = "random", embedding_dim: int = 64,
                  projection_hidden: Optional[int] = None, decoder_width: float = 1.0,
-                 loss_settings: Optional[Dict[str, Any]] = None):
+                 decoder_stages: Optional[int] = None, loss_settings: Optional[Dict[str, Any]] = None):
         super().__init__()
         if len(scale_labels) < 2:
             raise ValueError(f"need at least 2 scales, got labels {list(scale_labels)}")
@@ -90,9 +95,14 @@ class ScaleTask(AuxiliaryTask):
         self.scale_weights = [float(w) for w in scale_weights]
         self.contrastive_weight = float(contrastive_weight)
         self.decoders = nn.ModuleList(
-            AuxiliaryDecoder(main_decoder, 1, deep_supervision, width=decoder_width, spec=spec)
+            AuxiliaryDecoder(main_decoder, 1, deep_supervision, width=decoder_width, spec=spec, stages=decoder_stages)
             for _ in self.scale_labels)
-        self.seg_losses = nn.ModuleList(make_seg_loss() for _ in self.scale_labels)
+        #: stages of nnU-Net's decoder, and those each D_s keeps (its outputs: the lowest ``kept`` levels)
+        self.num_levels = len(main_decoder.stages)
+        self.kept_stages = self.decoders[0].num_stages
+        cut = self.kept_stages < self.num_levels
+        self.seg_losses = nn.ModuleList(make_seg_loss(levels=self.kept_stages) if cut else make_seg_loss()
+                                        for _ in self.scale_labels)
         self.projections = None
         self.contrastive = None
         if self.contrastive_weight > 0:
@@ -107,7 +117,7 @@ class ScaleTask(AuxiliaryTask):
             "temperature": temperature, "voxels_per_scale": voxels_per_scale, "sampling": sampling,
             "embedding_dim": embedding_dim if self.projections is not None else None,
             "projection_hidden": hidden if self.projections is not None else None,
-            "decoder_width": float(decoder_width),
+            "decoder_width": float(decoder_width), "decoder_stages": decoder_stages,
             **(loss_settings or {}),
         }
 
@@ -136,8 +146,26 @@ class ScaleTask(AuxiliaryTask):
             weights["contrastive"] = self.contrastive_weight
         return weights
 
+    def _own_levels(self, targets, valid, size):
+        """The targets (and valid masks) at the resolutions of the decoders' outputs.
+
+        With deep supervision: the lowest ``kept_stages`` levels. Without: the full-resolution
+        target, downsampled to ``size`` (the output's; nearest, as nnU-Net downsamples its
+        targets) when the decoders are cut.
+        """
+        if isinstance(targets, list):
+            first = self.num_levels - self.kept_stages
+            return targets[first:], (valid[first:] if valid is not None else None)
+        if tuple(targets.shape[2:]) == tuple(size):
+            return targets, valid
+        return _resized(targets, size), (None if valid is None else _resized(valid, size))
+
+    def _top_size(self, outputs: Dict[str, Any]):
+        logits = outputs["logits"][0]
+        return (logits[0] if isinstance(logits, list) else logits).shape[2:]
+
     def compute_losses(self, outputs: Dict[str, Any], batch: AuxBatch) -> Dict[str, torch.Tensor]:
-        targets, valid = batch.targets, batch.valid
+        targets, valid = self._own_levels(batch.targets, batch.valid, self._top_size(outputs))
         deep = isinstance(targets, list)
         losses = {}
         for s, name in enumerate(self.scale_names):
@@ -152,11 +180,14 @@ class ScaleTask(AuxiliaryTask):
         return losses
 
     def validation_counts(self, outputs: Dict[str, Any], batch: AuxBatch) -> Dict[str, torch.Tensor]:
-        """(tp, fp, fn) of each D_s on its own scale at full resolution (logit > 0), ignored voxels left out."""
-        targets = batch.targets[0] if isinstance(batch.targets, list) else batch.targets
-        valid = None
-        if batch.valid is not None:
-            valid = batch.valid[0] if isinstance(batch.valid, list) else batch.valid
+        """(tp, fp, fn) of each D_s on its own scale at its highest output resolution (logit > 0).
+
+        Ignored voxels are left out.
+        """
+        targets, valid = self._own_levels(batch.targets, batch.valid, self._top_size(outputs))
+        targets = targets[0] if isinstance(targets, list) else targets
+        if valid is not None:
+            valid = valid[0] if isinstance(valid, list) else valid
         counts = {}
         for s, name in enumerate(self.scale_names):
             logits = outputs["logits"][s]
@@ -175,9 +206,9 @@ class ScaleTask(AuxiliaryTask):
         t = targets[-1] if isinstance(targets, list) else targets
         v = (valid[-1] if isinstance(valid, list) else valid) if valid is not None else None
         if tuple(t.shape[2:]) != tuple(size):
-            t = F.interpolate(t.float(), size=size, mode="nearest-exact") > 0.5
+            t = _resized(t, size)
             if v is not None:
-                v = F.interpolate(v.float(), size=size, mode="nearest-exact") > 0.5
+                v = _resized(v, size)
         present = t.any(1)
         labels = torch.where(present, t.float().argmax(1) + 1, torch.zeros_like(present, dtype=torch.long))
         # z_i^s: a voxel of scale s is embedded by proj_s of decoder D_s (Eq. 6).
@@ -193,3 +224,8 @@ class ScaleTask(AuxiliaryTask):
             hardness = torch.where(labels > 0, 1 - own, torch.zeros_like(own))
         return self.contrastive(embeddings, labels, valid_mask=None if v is None else v[:, 0],
                                 hardness=hardness)
+
+
+def _resized(mask: torch.Tensor, size) -> torch.Tensor:
+    """A binary mask at ``size``, nearest-exact (as nnU-Net downsamples its deep-supervision targets)."""
+    return F.interpolate(mask.float(), size=tuple(size), mode="nearest-exact") > 0.5
