@@ -91,16 +91,18 @@ def test_trainer_path(capsys):
 
 
 @pytest.mark.slow
-def test_synth_then_nnunet_plan_and_preprocess_with_verification(tmp_path):
+def test_synth_then_nnunet_verification_and_fingerprint(tmp_path):
+    # planning and preprocessing of a synthetic dataset run in the scale_dataset fixture (tests/conftest.py)
     env = dict(os.environ, nnUNet_raw=str(tmp_path / "raw"), nnUNet_preprocessed=str(tmp_path / "pre"),
                nnUNet_results=str(tmp_path / "results"))
     subprocess.run([str(BIN / "nnunet_aux"), "synth", "-d", "941", "-n", "3", "--n-test", "1", "--shape", "24",
                     "32", "32", "-np", "1", "--no-progress"], env=env, check=True, capture_output=True)
-    result = subprocess.run([str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", "941", "-c", "3d_fullres",
-                             "--verify_dataset_integrity", "-np", "1"], env=env, capture_output=True, text=True, encoding="utf-8", errors="replace")
+    result = subprocess.run([str(BIN / "nnUNetv2_extract_fingerprint"), "-d", "941", "--verify_dataset_integrity",
+                             "-np", "1"], env=env, capture_output=True, text=True, encoding="utf-8", errors="replace")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "verify_dataset_integrity Done" in result.stdout
-    pre = tmp_path / "pre" / "Dataset941_SyntheticVessels"
-    assert json.loads((pre / "dataset.json").read_text(encoding="utf-8"))["scales"] == {"vessel": {"small": 1, "medium": 2,
-                                                                                   "large": 3}}
-    assert len(list((pre / "nnUNetPlans_3d_fullres").glob("*.b2nd"))) >= 3
+    raw = tmp_path / "raw" / "Dataset941_SyntheticVessels"
+    assert json.loads((raw / "dataset.json").read_text(encoding="utf-8"))["scales"] == {"vessel": {"small": 1, "medium": 2,
+                                                                                    "large": 3}}
+    fingerprint = json.loads((tmp_path / "pre" / raw.name / "dataset_fingerprint.json").read_text(encoding="utf-8"))
+    assert len(fingerprint["spacings"]) == 3

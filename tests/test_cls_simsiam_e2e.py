@@ -1,7 +1,9 @@
-"""End to end: nnUNetv2_train -> nnUNetv2_predict with the classification and SimSiam trainers and the
-two combinations with the scale trainer; parity with stock nnU-Net, resume, the pre-training phases.
+"""End to end: nnUNetv2_train -> nnUNetv2_predict with the classification and SimSiam trainers; parity with
+stock nnU-Net, resume, the pre-training phases.
 
-One smoke training per trainer (the machine is small); every check on a trainer uses that run.
+One smoke training per trainer (the machine is small); every check on a trainer uses that run. The
+combinations with the scale trainer (ScaleContrastiveSimSiam, ScaleContrastiveCls) train, predict and
+resume in tests/test_config_matrix.py, with both plans and both configurations.
 """
 
 from __future__ import annotations
@@ -128,22 +130,6 @@ def test_voxel_simsiam_trainer_trains_predicts_and_resumes(scale_dataset, nnunet
     assert hp["stages"] == list(range(n_stages - 3, n_stages))
     for layer in range(3):
         assert any(k.startswith(f"simsiam.heads.{layer}.prediction.") for k in aux["task_weights"])
-    check_resume(scale_dataset, trained)
-
-
-@pytest.mark.parametrize("trainer, task, term", [
-    ("nnUNetTrainerScaleContrastiveSimSiam_smoke", "simsiam", "simsiam"),
-    ("nnUNetTrainerScaleContrastiveCls_smoke", "cls", "cls"),
-])
-def test_combinations_train_both_tasks_and_predict(scale_dataset, nnunet_paths, tmp_path, trainer, task, term):
-    trained = train(scale_dataset, trainer)
-    check_common(scale_dataset, trained, ["scale", task],
-                 ["main", "scale_small", "scale_medium", "scale_large", "contrastive", term], tmp_path)
-    hp = trained["checkpoint"]["aux_state"]["hyperparameters"]
-    assert hp["scale"]["contrastive_weight"] == pytest.approx(0.53)
-    assert trained["checkpoint"]["aux_state"]["target_regions"] == [[1], [2], [3]]
-    if task == "cls":
-        assert len(trained["checkpoint"]["logging"]["val_cls_accuracy"]) == 1
     check_resume(scale_dataset, trained)
 
 

@@ -198,13 +198,16 @@ def check_built_from_plan(trainer, network_class: str, ndim: int) -> None:
     for decoder in decoders:
         own = {k[len("decoder."):]: v.shape for k, v in decoder.state_dict().items()
                if k.startswith("decoder.") and not k.startswith("decoder.seg_layers.")}
+        # the main decoder's layers of the stages this decoder keeps (all, or all but the full-resolution one)
+        kept = {k: v for k, v in main.items() if int(k.split(".")[1]) < decoder.num_stages}
+        assert decoder.num_stages == len(network.decoder.stages) + (trainer.scale_decoder_stages or 0)
         if decoder.width == 1:
-            assert own == main and decoder.skip_reduction is None
-        else:  # a light decoder: the same layers, each at most as wide, and a reduction per encoder stage
-            assert own.keys() == main.keys()
-            assert all(len(own[k]) == len(main[k]) and all(a <= b for a, b in zip(own[k], main[k])) for k in own)
-            assert any(own[k] != main[k] for k in own)
-            assert len(decoder.skip_reduction.reductions) == len(arch["features_per_stage"])
+            assert own == kept and decoder.skip_reduction is None
+        else:  # a light decoder: the same layers, each at most as wide, and a reduction per skip it reads
+            assert own.keys() == kept.keys()
+            assert all(len(own[k]) == len(kept[k]) and all(a <= b for a, b in zip(own[k], kept[k])) for k in own)
+            assert any(own[k] != kept[k] for k in own)
+            assert len(decoder.skip_reduction.reductions) == decoder.num_stages + 1
 
 
 def check_checkpoint(trainer, tasks) -> dict:
