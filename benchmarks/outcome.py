@@ -67,8 +67,8 @@ FULL = {"seeds": [0, 1, 2], "iterations": 150, "epochs": 10, "val_iterations": 2
 QUICK = {"seeds": [0], "iterations": 6, "epochs": 2, "val_iterations": 1, "n_train": 4, "n_test": 3}
 #: Rough step time per trainer relative to stock (benchmarks/RESULTS.md, "Trainers"), for the estimate only.
 RELATIVE_STEP = {"nnUNetTrainerScaleAux": 3.1, "nnUNetTrainerScaleContrastive": 3.1,
-                 "nnUNetTrainerScaleContrastiveLite": 1.5, "nnUNetTrainerSkeletonRecall": 1.2,
-                 "nnUNetTrainerSoftClDice": 1.3, "nnUNetTrainerScaleContrastiveSkeletonRecall": 3.3}
+                 "nnUNetTrainerScaleContrastiveLite": 1.15, "nnUNetTrainerSkeletonRecall": 1.04,
+                 "nnUNetTrainerSoftClDice": 1.3, "nnUNetTrainerScaleContrastiveSkeletonRecall": 3.4}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -157,7 +157,7 @@ def check_settings(s: Settings) -> None:
 
 def announce(s: Settings) -> None:
     """The plan and a rough duration, before anything runs."""
-    base = 1.0 if s.device == "cpu" else 0.1  # guessed stock seconds per iteration (32x64x64, batch 2, idle)
+    base = 2.2 if s.device == "cpu" else 0.1  # stock seconds per iteration (32x64x64, batch 2; 2.2 s measured 2026-12-02)
     trainings, seconds = estimate_seconds(s, lambda t: base * RELATIVE_STEP.get(t, 1.0))
     print(f"outcome benchmark: regimes {list(s.regimes)}, seeds {list(s.seeds)}, trainers {list(s.trainers)}")
     print(f"  {s.iterations} iterations ({s.epochs} epochs), {s.val_iterations} validation iterations per epoch, "
