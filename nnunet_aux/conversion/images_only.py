@@ -32,7 +32,8 @@ from tqdm import tqdm
 from ..dataset_format import load_dataset_json, write_dataset_json, write_json_atomic
 from ..errors import InputError
 from .image_io import SITK_FILE_ENDINGS, check_complete, link_or_copy, read_image
-from .paths import _NAME, check_target_free, raw_root as _raw_root, resolve_source, target_name
+from .paths import (_NAME, check_not_source_id, check_target_free, raw_root as _raw_root, resolve_source,
+                    split_dataset_name, target_name)
 from .staging import staged_folder
 
 #: the file beside dataset.json that says where every case came from
@@ -234,9 +235,8 @@ def make_images_only_dataset(
     name = target_name(target, default)
     root = _raw_root(raw_root)
     for folder, is_dataset in resolved:
-        real = folder.resolve()  # a link to a raw dataset is that dataset
-        if is_dataset and real.name[:10] == name[:10] and real.parent == root.resolve():
-            raise InputError(f"target {name} has the ID of the source dataset {real.name}; pick another ID")
+        if is_dataset:
+            check_not_source_id(name, folder, root)
     existing = check_target_free(root, name, overwrite, sources=[f for f, _ in resolved])
     for case in cases:  # a truncated image would be linked in unnoticed otherwise
         for f in case.files:
@@ -263,7 +263,7 @@ def make_images_only_dataset(
                 else f"1 where channel 0 > {foreground_threshold}")
         write_dataset_json({
             "channel_names": names, "labels": dict(LABELS), "numTraining": len(cases), "file_ending": ending,
-            "name": name[11:],
+            "name": split_dataset_name(name)[1],
             "description": f"images only, for self-supervised pretraining (nnUNetTrainerCLEFPretrain); "
                            f"dummy label {rule}",
         }, out)

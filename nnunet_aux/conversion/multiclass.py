@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 from ..dataset_format import REPORT_FILENAME, load_dataset_json, multiclass_dataset_json, write_dataset_json
-from ..errors import InputError
 from .image_io import link_or_copy
-from .paths import check_target_free, raw_root as _raw_root, resolve_source, target_name
+from .paths import (check_not_source_id, check_target_free, raw_root as _raw_root, resolve_source, source_short_name,
+                    split_dataset_name, target_name)
 from .staging import staged_folder
 
 _FOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
@@ -59,14 +59,11 @@ def make_multiclass_dataset(
     """
     folder = resolve_source(source, raw_root)
     dataset_json = multiclass_dataset_json(load_dataset_json(folder), str(folder / "dataset.json"))
-    source_name = folder.name.split("_", 1)[1] if folder.name.startswith("Dataset") else folder.name
-    name = target_name(target, f"{source_name}_multiclass")
+    name = target_name(target, f"{source_short_name(folder)}_multiclass")
     root = _raw_root(raw_root)
-    real = folder.resolve()  # a link to a raw dataset is that dataset
-    if real.name[:10] == name[:10] and real.parent == root.resolve():
-        raise InputError(f"target {name} has the ID of the source dataset {real.name}; pick another ID")
+    check_not_source_id(name, folder, root)
     existing = check_target_free(root, name, overwrite, sources=[folder])
-    dataset_json["name"] = name[11:]
+    dataset_json["name"] = split_dataset_name(name)[1]
     with staged_folder(root, name, existing) as out:
         for sub in _FOLDERS:
             if not (folder / sub).is_dir():

@@ -44,6 +44,36 @@ def dataset_name(dataset_id: int | str, name: str) -> str:
     return full
 
 
+def split_dataset_name(full: str) -> tuple[int, str]:
+    """ID and short name of a ``DatasetXXX_Name`` folder name.
+
+    Examples
+    --------
+    >>> split_dataset_name("Dataset007_SyntheticVessels")
+    (7, 'SyntheticVessels')
+    """
+    match = _NAME.match(full)
+    if not match:
+        raise InputError(f"{full!r} is not an nnU-Net dataset name (DatasetXXX_Name)")
+    return int(match.group(1)), match.group(2)
+
+
+def source_short_name(folder: Path) -> str:
+    """The name part of a source dataset folder (``Dataset042_Liver`` -> ``Liver``), else the folder's name."""
+    return split_dataset_name(folder.name)[1] if _NAME.match(folder.name) else folder.name
+
+
+def check_not_source_id(name: str, source: Path, root: Path) -> None:
+    """Stop when target ``name`` would take the ID of the source dataset ``source`` in ``root``.
+
+    Links are followed: a link to a raw dataset is that dataset.
+    """
+    real = source.resolve()
+    if (_NAME.match(real.name) and split_dataset_name(real.name)[0] == split_dataset_name(name)[0]
+            and real.parent == root.resolve()):
+        raise InputError(f"target {name} has the ID of the source dataset {real.name}; pick another ID")
+
+
 def parse_dataset_id(dataset_id: int | str) -> int:
     """A dataset ID as an int in 1..999, with a clear error otherwise."""
     try:
@@ -131,7 +161,7 @@ def check_target_free(root: Path, name: str, overwrite: bool,
     A folder to be replaced that is, holds or lies inside one of ``sources`` (compared
     after following symbolic links) stops it too: overwriting would delete the input.
     """
-    dataset_id = int(name[7:10])
+    dataset_id = split_dataset_name(name)[0]
     existing = folders_with_id(root, dataset_id)
     for folder in existing:
         real = folder.resolve()

@@ -10,7 +10,7 @@ from ..errors import InputError
 from .image_io import check_file_ending, check_same_grid, read_geometry, read_label_map
 from .labels import plan_labels
 from .paths import raw_root as _raw_root
-from .paths import resolve_source, target_name
+from .paths import check_not_source_id, resolve_source, source_short_name, target_name
 from .writer import CaseJob, DecompositionSettings, LoadedCase, write_scale_dataset
 
 
@@ -153,11 +153,8 @@ def decompose_dataset(
     plan = plan_labels(dataset_json["labels"] if "labels" in dataset_json else {}, structure,
                        settings.n_scales, str(folder / "dataset.json"))
     jobs = raw_dataset_jobs(folder, dataset_json)
-    source_name = folder.name.split("_", 1)[1] if folder.name.startswith("Dataset") else folder.name
-    name = target_name(target, f"{source_name}_scales")
-    real = folder.resolve()  # a link to a raw dataset is that dataset
-    if real.name[:10] == name[:10] and real.parent == _raw_root(raw_root).resolve():
-        raise InputError(f"target {name} has the ID of the source dataset {real.name}; pick another ID")
+    name = target_name(target, f"{source_short_name(folder)}_scales")
+    check_not_source_id(name, folder, _raw_root(raw_root))
     return write_scale_dataset(
         jobs, plan, name, settings=settings, raw_root_folder=raw_root, overwrite=overwrite,
         num_processes=num_processes, progress=progress,

@@ -28,8 +28,7 @@ from ..dataset_format import REPORT_FILENAME, scale_names, write_dataset_json, w
 from ..errors import InputError
 from .image_io import Geometry, link_or_copy, write_array, write_image
 from .labels import LabelPlan
-from .paths import check_target_free, raw_root
-from .staging import move_into_place as _move_into_place  # noqa: F401  (kept for callers of the old name)
+from .paths import check_target_free, raw_root, split_dataset_name
 from .staging import staged_folder
 
 THRESHOLD_MODES = ("quantile", "dataset", "fixed")
@@ -384,7 +383,7 @@ def write_scale_dataset(
             labels_ts.rmdir()
 
         dataset_json = plan.dataset_json(
-            n_train, channel_names=channel_names, file_ending=file_ending, name=name[11:],
+            n_train, channel_names=channel_names, file_ending=file_ending, name=split_dataset_name(name)[1],
             description=description,
         )
         write_dataset_json(dataset_json, out)
