@@ -583,13 +583,16 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
-def write_json_atomic(content: Any, path: str | os.PathLike) -> Path:
-    """Write JSON to ``path`` through a temporary file in the same folder and a rename."""
+def write_json_atomic(content: Any, path: str | os.PathLike, *, allow_nan: bool = True) -> Path:
+    """Write JSON to ``path`` through a temporary file in the same folder and a rename.
+
+    ``allow_nan=False`` refuses NaN and infinity (standard JSON) instead of writing them.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(content, f, indent=4, sort_keys=False, default=_json_default)
+            json.dump(content, f, indent=4, sort_keys=False, default=_json_default, allow_nan=allow_nan)
             f.write("\n")
         os.replace(tmp, path)
     except BaseException:

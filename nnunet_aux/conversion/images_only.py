@@ -20,18 +20,17 @@ from __future__ import annotations
 
 import os
 import re
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
-from tqdm import tqdm
 
 from ..dataset_format import load_dataset_json, write_dataset_json, write_json_atomic
 from ..errors import InputError
 from .image_io import SITK_FILE_ENDINGS, check_complete, link_or_copy, read_image
+from .parallel import run_parallel
 from .paths import (_NAME, check_not_source_id, check_target_free, raw_root as _raw_root, resolve_source,
                     split_dataset_name, target_name)
 from .staging import staged_folder
@@ -249,16 +248,7 @@ def make_images_only_dataset(
             for c, f in enumerate(case.files):
                 link_or_copy(f, out / "imagesTr" / f"{case.identifier}_{c:04d}{ending}", check=False)
             jobs.append((case, str(out / "labelsTr" / f"{case.identifier}{ending}"), foreground_threshold))
-        bar = tqdm(total=len(jobs), desc="label maps", disable=not progress)
-        if num_processes > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(min(num_processes, len(jobs))) as pool:
-                for _ in pool.map(_write_label, jobs):
-                    bar.update()
-        else:
-            for job in jobs:
-                _write_label(job)
-                bar.update()
-        bar.close()
+        run_parallel(_write_label, jobs, num_processes, desc="label maps", progress=progress)
         rule = ("1 on the whole image" if foreground_threshold is None
                 else f"1 where channel 0 > {foreground_threshold}")
         write_dataset_json({

@@ -11,23 +11,22 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import multiprocessing
 import os
 import pickle
 import shutil
 from dataclasses import asdict, dataclass, field
 from numbers import Real
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
-from tqdm import tqdm
 
 from ..dataset_format import REPORT_FILENAME, scale_names, write_dataset_json, write_json_atomic
 from ..errors import InputError
 from .image_io import Geometry, link_or_copy, write_array, write_image
 from .labels import LabelPlan
+from .parallel import run_parallel
 from .paths import check_target_free, raw_root, split_dataset_name
 from .staging import staged_folder
 
@@ -248,38 +247,6 @@ def _assign_case(item: tuple[CaseJob, dict], out: Path, plan: LabelPlan, thresho
     scales = assign_scales(result, thresholds).labels
     return _finish_labels(row, job, out, plan, label, scales, thresholds, row.get("n_branches"),
                           kept["geometry"], file_ending)
-
-
-def run_parallel(function: Callable[[Any], Any], items: Sequence[Any], num_processes: int = 1,
-                 desc: str = "", progress: bool = True) -> list:
-    """``[function(item) for item in items]`` in spawned worker processes, with a progress bar.
-
-    ``function`` must be picklable (a module-level function or a ``functools.partial``
-    of one). With ``num_processes <= 1`` (or a single item) everything runs here.
-
-    Examples
-    --------
-    >>> run_parallel(abs, [-1, 2, -3], progress=False)
-    [1, 2, 3]
-    """
-    items = list(items)
-    if num_processes <= 1 or len(items) <= 1:
-        return [function(item) for item in tqdm(items, desc=desc, disable=not progress)]
-    # spawn: safe with threads (SimpleITK, torch) and the same on every platform.
-    context = multiprocessing.get_context("spawn")
-    results: list = [None] * len(items)
-    with context.Pool(min(num_processes, len(items))) as pool:
-        indexed = pool.imap_unordered(functools.partial(_indexed_call, function), enumerate(items))
-        for index, value in tqdm(indexed, total=len(items), desc=desc, disable=not progress):
-            results[index] = value
-        pool.close()  # let workers exit cleanly: terminate() (the with block's exit) leaks their semaphores
-        pool.join()
-    return results
-
-
-def _indexed_call(function: Callable[[Any], Any], item: tuple[int, Any]) -> tuple[int, Any]:
-    index, value = item
-    return index, function(value)
 
 
 def write_scale_dataset(

@@ -17,16 +17,14 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..dataset_format import write_json_atomic
 from ..errors import InputError
 
 
 def _write_json_atomically(path: Path, data: Any) -> None:
     # A killed run must not leave a half-written cache that a resumed run would trust.
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, allow_nan=False)
-    os.replace(tmp, path)
+    write_json_atomic(data, path, allow_nan=False)
 
 
 def _cached(cache_json: Path, validation_summary: Path, cases: Sequence[str]) -> dict[str, Any] | None:
