@@ -138,8 +138,12 @@ def _check_nifti_length(path: Path) -> None:
         raise EOFError(f"the header promises {expected} bytes, the file has {size}")
 
 
-def read_geometry(path: Path | str) -> Geometry:
-    """Geometry of an image file, read from its header (the file is checked to be complete)."""
+def read_geometry(path: Path | str, ndim: int | None = 3) -> Geometry:
+    """Geometry of an image file, read from its header (the file is checked to be complete).
+
+    ``ndim``: the dimension the file must have (None: any); conversion reads volumes,
+    evaluation any segmentation nnU-Net writes.
+    """
     path = Path(path)
     check_complete(path)
     reader = sitk.ImageFileReader()
@@ -147,11 +151,12 @@ def read_geometry(path: Path | str) -> Geometry:
     try:
         reader.ReadImageInformation()
     except RuntimeError as e:
-        raise InputError(f"cannot read {path}: {str(e).strip().splitlines()[-1]}") from None
-    if reader.GetDimension() != 3:
-        raise InputError(f"{path}: expected a 3D volume, got {reader.GetDimension()}D")
-    return Geometry(tuple(reader.GetSize()), tuple(reader.GetSpacing()), tuple(reader.GetOrigin()),
-                    tuple(reader.GetDirection()))
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+        raise InputError(f"cannot read {path}: {lines[-1] if lines else 'unreadable'}") from None
+    if ndim is not None and reader.GetDimension() != ndim:
+        raise InputError(f"{path}: expected a {ndim}D volume, got {reader.GetDimension()}D")
+    return Geometry(tuple(int(s) for s in reader.GetSize()), tuple(float(s) for s in reader.GetSpacing()),
+                    tuple(float(o) for o in reader.GetOrigin()), tuple(float(d) for d in reader.GetDirection()))
 
 
 def read_image(path: Path | str) -> sitk.Image:

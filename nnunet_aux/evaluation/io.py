@@ -8,13 +8,12 @@ axis order (``z, y, x`` for a volume) and spacings are reversed to match it.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
-from ..conversion.image_io import check_complete
+from ..conversion.image_io import Geometry, check_complete, read_geometry as _read_geometry
 from ..errors import InputError
 
 #: File endings recognised as segmentations, longest first so ``.nii.gz`` wins over ``.gz``.
@@ -25,21 +24,6 @@ SEGMENTATION_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".gipl")
 SPACING_RTOL = 1e-4
 ORIGIN_ATOL_MM = 1e-3
 DIRECTION_ATOL = 1e-4
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Image grid of a file, in SimpleITK's (x, y, z) order."""
-
-    size: tuple[int, ...]
-    spacing: tuple[float, ...]
-    origin: tuple[float, ...]
-    direction: tuple[float, ...]
-
-    @property
-    def array_spacing(self) -> tuple[float, ...]:
-        """Spacing in the axis order of the array (``z, y, x``)."""
-        return tuple(reversed(self.spacing))
 
 
 def case_name(filename: str, endings: Sequence[str] = SEGMENTATION_ENDINGS) -> str | None:
@@ -111,20 +95,8 @@ def _sitk_error(path: str | os.PathLike, error: RuntimeError) -> InputError:
 
 
 def read_geometry(path: str | os.PathLike) -> Geometry:
-    """Grid of an image file, read from its header only (after checking the file is complete)."""
-    check_complete(path)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(os.fspath(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as e:
-        raise _sitk_error(path, e) from None
-    return Geometry(
-        size=tuple(int(s) for s in reader.GetSize()),
-        spacing=tuple(float(s) for s in reader.GetSpacing()),
-        origin=tuple(float(o) for o in reader.GetOrigin()),
-        direction=tuple(float(d) for d in reader.GetDirection()),
-    )
+    """Grid of a segmentation file of any dimension, from its header (after checking the file is complete)."""
+    return _read_geometry(path, ndim=None)
 
 
 def geometry_mismatch(ref: Geometry, pred: Geometry) -> str | None:
