@@ -11,6 +11,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from ..errors import InputError
 
 #: RGB colours of scales 1..3 (small, medium, large), then of false positives and misses.
 SCALE_COLOURS = np.array([[1.0, 0.85, 0.1], [0.2, 0.8, 0.3], [0.2, 0.5, 1.0]])
@@ -52,9 +53,9 @@ def outcome_map(reference_scale: np.ndarray, prediction: np.ndarray, n_scales: i
     reference_scale = np.asarray(reference_scale)
     prediction = np.asarray(prediction, dtype=bool)
     if prediction.shape != reference_scale.shape:
-        raise ValueError(f"prediction shape {prediction.shape} differs from reference shape {reference_scale.shape}")
+        raise InputError(f"prediction shape {prediction.shape} differs from reference shape {reference_scale.shape}")
     if reference_scale.max(initial=0) > n_scales or reference_scale.min(initial=0) < 0:
-        raise ValueError(f"reference scales must lie in 0..{n_scales}")
+        raise InputError(f"reference scales must lie in 0..{n_scales}")
     codes = np.where(prediction, reference_scale, 0).astype(int)
     codes[prediction & (reference_scale == 0)] = n_scales + 1
     codes[~prediction & (reference_scale > 0)] = n_scales + 2
@@ -150,7 +151,7 @@ def overview_figure(
     image = np.asarray(image, dtype=float)
     reference_scale = np.asarray(reference_scale).astype(int)
     if image.ndim != 3 or image.shape != reference_scale.shape:
-        raise ValueError(f"image and reference must be 3D of one shape, got {image.shape} and {reference_scale.shape}")
+        raise InputError(f"image and reference must be 3D of one shape, got {image.shape} and {reference_scale.shape}")
     n_scales = len(scale_names)
     z = int(np.argmax((reference_scale > 0).sum(axis=(1, 2))))
     low, high = np.percentile(image, [1, 99.8])
@@ -203,7 +204,7 @@ def scale_recall_figure(
     """
     methods = list(recall)
     if not methods:
-        raise ValueError("recall holds no method")
+        raise InputError("recall holds no method")
     scales = list(recall[methods[0]])
     width = 0.8 / len(methods)
     figure = Figure(figsize=(1.6 + 1.4 * len(scales), 3.2))

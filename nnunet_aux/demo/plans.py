@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+from ..errors import InputError
 
 #: Top-level key of the plans file holding the demo trainers' schedule
 #: (read by :mod:`nnunet_aux.demo.trainers`).
@@ -20,9 +21,9 @@ SCHEDULE_KEY = "nnunet_aux_demo_schedule"
 def _positive_ints(name: str, values: Sequence[int], length: int | None = None) -> list[int]:
     values = [int(v) for v in values]
     if not values or any(v < 1 for v in values):
-        raise ValueError(f"{name} must hold positive integers, got {values}")
+        raise InputError(f"{name} must hold positive integers, got {values}")
     if length is not None and len(values) != length:
-        raise ValueError(f"{name} needs {length} values, got {len(values)}: {values}")
+        raise InputError(f"{name} needs {length} values, got {len(values)}: {values}")
     return values
 
 
@@ -81,7 +82,7 @@ def small_plans(
     ([[1, 1, 1], [2, 2, 2]], [16, 32, 32], 'nnUNetPlans_3d_fullres')
     """
     if configuration not in plans.get("configurations", {}):
-        raise ValueError(f"the plans have no configuration {configuration!r}; "
+        raise InputError(f"the plans have no configuration {configuration!r}; "
                          f"found {sorted(plans.get('configurations', {}))}")
     out = json.loads(json.dumps(plans))  # deep copy that keeps it plain JSON
     config = out["configurations"][configuration]
@@ -91,7 +92,7 @@ def small_plans(
     features = _positive_ints("features_per_stage", features_per_stage)
     n_stages = len(features)
     if n_stages < 2 or n_stages > arch["n_stages"]:
-        raise ValueError(f"features_per_stage needs 2..{arch['n_stages']} stages (the plan's), got {n_stages}")
+        raise InputError(f"features_per_stage needs 2..{arch['n_stages']} stages (the plan's), got {n_stages}")
     arch["n_stages"] = n_stages
     arch["features_per_stage"] = features
     for key in ("kernel_sizes", "strides", "n_conv_per_stage"):
@@ -104,7 +105,7 @@ def small_plans(
         for stride in arch["strides"]:
             total = [t * s for t, s in zip(total, stride)]
         if any(p % t for p, t in zip(patch, total)):
-            raise ValueError(f"patch_size {patch} must be divisible by the network's total stride {total}")
+            raise InputError(f"patch_size {patch} must be divisible by the network's total stride {total}")
         config["patch_size"] = patch
     config["batch_size"] = _positive_ints("batch_size", [batch_size])[0]
     if schedule is not None:
@@ -143,7 +144,7 @@ def write_small_plans(
     folder = Path(preprocessed_dataset_folder)
     source = folder / f"{source_plans}.json"
     if not source.is_file():
-        raise ValueError(f"no plans file {source}; run nnUNetv2_plan_and_preprocess first")
+        raise InputError(f"no plans file {source}; run nnUNetv2_plan_and_preprocess first")
     with open(source, encoding="utf-8") as f:
         plans = json.load(f)
     new = small_plans(plans, plans_name, features_per_stage, **kwargs)
@@ -170,9 +171,9 @@ def write_splits(preprocessed_dataset_folder: str | os.PathLike, train: Sequence
     """
     train, val = [str(c) for c in train], [str(c) for c in val]
     if not train or not val:
-        raise ValueError(f"a split needs training and validation cases, got {len(train)} and {len(val)}")
+        raise InputError(f"a split needs training and validation cases, got {len(train)} and {len(val)}")
     if set(train) & set(val):
-        raise ValueError(f"cases in both training and validation: {sorted(set(train) & set(val))}")
+        raise InputError(f"cases in both training and validation: {sorted(set(train) & set(val))}")
     path = Path(preprocessed_dataset_folder) / "splits_final.json"
     with open(path, "w", encoding="utf-8") as f:
         json.dump([{"train": train, "val": val}], f, indent=2)

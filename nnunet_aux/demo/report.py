@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from typing import Any, Mapping, Sequence
+from ..errors import InputError
 
 #: Columns of the results table: (heading, metric key in the evaluation summary, digits).
 METRIC_COLUMNS = (("Dice", "dice", 3), ("clDice", "cldice", 3), ("HD95 (mm)", "hd95", 2))
@@ -43,11 +44,11 @@ def results_table(
     (['Method', 'Dice', 'clDice', 'HD95 (mm)', 'Recall small'], [['baseline', '0.500 ± 0.100', '0.500 ± 0.100', '2.00 ± 0.00', '0.500 ± 0.100']])
     """
     if not summaries:
-        raise ValueError("no evaluation summaries given")
+        raise InputError("no evaluation summaries given")
     scale_names: list[str] = []
     for title, summary in summaries.items():
         if label not in summary.get("aggregate", {}):
-            raise ValueError(f"the evaluation of {title!r} has no label {label!r}")
+            raise InputError(f"the evaluation of {title!r} has no label {label!r}")
         for scale in summary["aggregate"][label].get("scales", {}):
             if scale not in scale_names:
                 scale_names.append(scale)

@@ -15,6 +15,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from ..training.trainers import nnUNetTrainerScaleContrastive
+from ..errors import InputError
 from .plans import SCHEDULE_KEY
 
 #: Attributes of nnU-Net's trainer that the schedule may set.
@@ -26,7 +27,7 @@ def apply_schedule(trainer: nnUNetTrainer, plans: dict) -> None:
     schedule = plans.get(SCHEDULE_KEY, {})
     unknown = set(schedule) - set(SCHEDULE_ATTRIBUTES)
     if unknown:
-        raise ValueError(f"{SCHEDULE_KEY} in the plans has unknown keys {sorted(unknown)}; "
+        raise InputError(f"{SCHEDULE_KEY} in the plans has unknown keys {sorted(unknown)}; "
                          f"allowed: {SCHEDULE_ATTRIBUTES}")
     for key, value in schedule.items():
         setattr(trainer, key, int(value))

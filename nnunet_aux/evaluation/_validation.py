@@ -35,7 +35,7 @@ def check_masks(*masks: np.ndarray, names: Sequence[str] | None = None) -> tuple
     for name, mask in zip(names, masks):
         array = np.asarray(mask)
         if array.ndim not in (2, 3):
-            raise ValueError(f"{name} must be a 2D or 3D array, got {array.ndim}D with shape {array.shape}")
+            raise InputError(f"{name} must be a 2D or 3D array, got {array.ndim}D with shape {array.shape}")
         if array.dtype != bool:
             if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
                 raise InputError(f"{name} must be boolean or numeric, got dtype {array.dtype}")
@@ -51,7 +51,7 @@ def check_masks(*masks: np.ndarray, names: Sequence[str] | None = None) -> tuple
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         described = ", ".join(f"{n} {a.shape}" for n, a in zip(names, arrays))
-        raise ValueError(f"masks must have the same shape, got {described}")
+        raise InputError(f"masks must have the same shape, got {described}")
     return tuple(arrays)
 
 
@@ -74,13 +74,13 @@ def check_spacing(spacing: Sequence[float] | float | None, ndim: int) -> tuple[f
         return (1.0,) * ndim
     values = np.atleast_1d(np.asarray(spacing, dtype=float))
     if values.ndim != 1:
-        raise ValueError(f"spacing must be a scalar or a sequence of numbers, got {spacing!r}")
+        raise InputError(f"spacing must be a scalar or a sequence of numbers, got {spacing!r}")
     if values.size == 1:
         values = np.repeat(values, ndim)
     if values.size != ndim:
-        raise ValueError(f"spacing must have one value per axis ({ndim}), got {len(values)}: {spacing!r}")
+        raise InputError(f"spacing must have one value per axis ({ndim}), got {len(values)}: {spacing!r}")
     if not np.all(np.isfinite(values)) or np.any(values <= 0):
-        raise ValueError(f"spacing values must be positive and finite, got {spacing!r}")
+        raise InputError(f"spacing values must be positive and finite, got {spacing!r}")
     return tuple(float(v) for v in values)
 
 

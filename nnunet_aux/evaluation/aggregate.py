@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from ..errors import InputError
 
 
 def summarize(values: Sequence[float | int | None]) -> dict[str, float | int | None]:
@@ -35,7 +36,7 @@ def summarize(values: Sequence[float | int | None]) -> dict[str, float | int | N
     present = [v for v in values if v is not None]
     array = np.asarray(present, dtype=float)
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"per-case values must be finite or None, got {list(values)!r}")
+        raise InputError(f"per-case values must be finite or None, got {list(values)!r}")
     if array.size == 0:
         return {"mean": None, "std": None, "median": None, "n": 0, "n_skipped": len(values)}
     return {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.morphology import skeletonize
 
+from ..errors import InputError
 from ._validation import bounding_box, check_masks, crop_padded
 
 
@@ -122,7 +123,7 @@ def cldice(
     s_pred = mask_skeleton(pred) if pred_skeleton is None else np.asarray(pred_skeleton, dtype=bool)
     s_ref = mask_skeleton(ref) if ref_skeleton is None else np.asarray(ref_skeleton, dtype=bool)
     if s_pred.shape != pred.shape or s_ref.shape != ref.shape:
-        raise ValueError("pred_skeleton and ref_skeleton must have the shape of pred and ref")
+        raise InputError("pred_skeleton and ref_skeleton must have the shape of pred and ref")
     t_prec = np.logical_and(s_pred, ref).sum() / max(int(s_pred.sum()), 1)
     t_sens = np.logical_and(s_ref, pred).sum() / max(int(s_ref.sum()), 1)
     if t_prec + t_sens == 0:

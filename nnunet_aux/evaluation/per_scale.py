@@ -14,19 +14,20 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..errors import InputError
 from ._validation import bounding_box, check_masks, check_spacing
 
 
 def _check_scales(scales: Mapping[str, int]) -> dict[str, int]:
     if not isinstance(scales, Mapping) or len(scales) == 0:
-        raise ValueError(f"scales must be a non-empty mapping of scale name to label value, got {scales!r}")
+        raise InputError(f"scales must be a non-empty mapping of scale name to label value, got {scales!r}")
     checked = {}
     for name, value in scales.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise ValueError(f"scale {name!r} must have a positive integer label value, got {value!r}")
+            raise InputError(f"scale {name!r} must have a positive integer label value, got {value!r}")
         checked[str(name)] = int(value)
     if len(set(checked.values())) != len(checked):
-        raise ValueError(f"scale label values must be distinct, got {scales!r}")
+        raise InputError(f"scale label values must be distinct, got {scales!r}")
     return checked
 
 
@@ -97,9 +98,9 @@ def scale_metrics(
         if np.issubdtype(labels.dtype, np.floating) and np.all(np.mod(labels, 1) == 0):
             labels = labels.astype(np.int64)
         else:
-            raise ValueError(f"ref_scale_labels must hold integer labels, got dtype {labels.dtype}")
+            raise InputError(f"ref_scale_labels must hold integer labels, got dtype {labels.dtype}")
     if labels.shape != pred.shape:
-        raise ValueError(f"ref_scale_labels shape {labels.shape} differs from pred shape {pred.shape}")
+        raise InputError(f"ref_scale_labels shape {labels.shape} differs from pred shape {pred.shape}")
     spacing = check_spacing(spacing, pred.ndim)
 
     vessel = np.isin(labels, list(scales.values()))

@@ -31,6 +31,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..errors import InputError
 from ._validation import bounding_box, check_masks, check_spacing, crop_padded
 
 
@@ -102,7 +103,7 @@ def directed_surface_distances(
     a, b = check_masks(a, b, names=("a", "b"))
     spacing = check_spacing(spacing, a.ndim)
     if not a.any() or not b.any():
-        raise ValueError("directed_surface_distances needs two non-empty masks")
+        raise InputError("directed_surface_distances needs two non-empty masks")
     surface_a, surface_b = _surfaces_in_common_box(a, b)
     return _directed(surface_a, surface_b, spacing)
 
@@ -169,7 +170,7 @@ def surface_distance_metrics(
     pred, ref = check_masks(pred, ref, names=("pred", "ref"))
     spacing = check_spacing(spacing, pred.ndim)
     if not 0 <= percentile <= 100:
-        raise ValueError(f"percentile must be in [0, 100], got {percentile}")
+        raise InputError(f"percentile must be in [0, 100], got {percentile}")
     pred_any, ref_any = bool(pred.any()), bool(ref.any())
     if not pred_any and not ref_any:
         return {"hd": 0.0, "hd95": 0.0, "assd": 0.0}

@@ -116,10 +116,10 @@ def train_command(
     ['510', '3d_fullres', '0', '-tr', 'nnUNetTrainer', '-p', 'nnUNetPlans', '-device', 'cpu', '--c']
     """
     if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+        raise InputError(f"device must be one of {DEVICES}, got {device!r}")
     flags = {NEW: [], INTERRUPTED: ["--c"], NEEDS_VALIDATION: ["--val"]}
     if state not in flags:
-        raise ValueError(f"no training needed or unknown fold state {state!r} (expected one of {sorted(flags)})")
+        raise InputError(f"no training needed or unknown fold state {state!r} (expected one of {sorted(flags)})")
     return [*nnunet_command("nnUNetv2_train"), str(dataset), configuration, str(fold), "-tr", trainer,
             "-p", plans, "-device", device, *flags[state]]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import textwrap
 from typing import Any, Mapping, Sequence
+from ..errors import InputError
 
 #: Metrics drawn by default (all in [0, 1], drawn in percent).
 FIGURE_METRICS: tuple[tuple[str, str], ...] = (("dice", "DSC"), ("cldice", "clDSC"), ("jaccard", "Jacc"))
@@ -42,7 +43,7 @@ def plot_table(
     True
     """
     if not rows:
-        raise ValueError("rows is empty: there is nothing to plot")
+        raise InputError("rows is empty: there is nothing to plot")
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display

@@ -47,7 +47,7 @@ def nnunet_folder(variable: str, env: dict[str, str] | None = None) -> Path:
         When the variable is not set.
     """
     if variable not in NNUNET_FOLDERS:
-        raise ValueError(f"variable must be one of {NNUNET_FOLDERS}, got {variable!r}")
+        raise InputError(f"variable must be one of {NNUNET_FOLDERS}, got {variable!r}")
     value = (os.environ if env is None else env).get(variable)
     if not value:
         raise InputError(f"${variable} is not set; set nnU-Net's folders as described in nnU-Net's "

@@ -16,6 +16,7 @@ import csv
 import math
 import os
 from typing import Any, Mapping, Sequence
+from ..errors import InputError
 
 #: Columns of Sadikine et al., Table 1: key, header, factor from the stored value to the header's unit.
 BASE_COLUMNS: tuple[tuple[str, str, float], ...] = (
@@ -67,12 +68,12 @@ def fold_values(summary: Mapping[str, Any], label: str | None = None) -> dict[st
     labels = summary.get("labels") or {}
     aggregate = summary.get("aggregate") or {}
     if not aggregate:
-        raise ValueError("the evaluation summary has no 'aggregate' entry")
+        raise InputError("the evaluation summary has no 'aggregate' entry")
     if label is None:
         with_scales = [name for name, spec in labels.items() if spec.get("scales")]
         label = with_scales[0] if with_scales else next(iter(aggregate))
     if label not in aggregate:
-        raise ValueError(f"label {label!r} is not in the evaluation summary; it has {sorted(aggregate)}")
+        raise InputError(f"label {label!r} is not in the evaluation summary; it has {sorted(aggregate)}")
     metrics = aggregate[label]
     values: dict[str, float | None] = {
         key: metrics[key]["mean"]
@@ -169,7 +170,7 @@ def build_table(
     (0.7, 0.1, 2, ['2'])
     """
     if ddof not in (0, 1):
-        raise ValueError(f"ddof must be 0 or 1, got {ddof!r}")
+        raise InputError(f"ddof must be 0 or 1, got {ddof!r}")
     if columns is None:
         columns = table_columns(per_fold)
     rows = []
@@ -179,7 +180,7 @@ def build_table(
         for key, _, _ in columns:
             values = [float(v[key]) for v in present.values() if v.get(key) is not None]
             if not all(math.isfinite(v) for v in values):
-                raise ValueError(f"{method}: {key} has a value that is not finite: {values}")
+                raise InputError(f"{method}: {key} has a value that is not finite: {values}")
             if not values:
                 cells[key] = None
                 continue
