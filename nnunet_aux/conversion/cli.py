@@ -171,6 +171,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     subparsers : argparse._SubParsersAction
         From ``ArgumentParser.add_subparsers()``; each parser's ``func`` runs it.
     """
+    _add_synth(subparsers)
+    _add_decompose(subparsers)
+    _add_multiclass(subparsers)
+    _add_convert(subparsers)
+    _add_images_only(subparsers)
+
+
+def _add_synth(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "synth", formatter_class=_Formatter,
         help="write a synthetic scale-decomposed dataset (vessel trees with known radii)",
@@ -200,6 +208,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_common(p)
     p.set_defaults(func=run_synth)
 
+
+def _add_decompose(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "decompose", formatter_class=_Formatter,
         help="decompose the vessel label of an nnU-Net raw dataset into scales",
@@ -216,6 +226,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_common(p)
     p.set_defaults(func=run_decompose)
 
+
+def _add_multiclass(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "multiclass", formatter_class=_Formatter,
         help="make the multi-class baseline variant of a scale-decomposed dataset",
@@ -230,6 +242,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_common(p, decomposition=False)
     p.set_defaults(func=run_multiclass)
 
+
+def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     convert = subparsers.add_parser(
         "convert", help="convert a public vessel dataset (MSD hepatic vessel, 3D-IRCADb)", formatter_class=_Formatter,
         description="Convert a public dataset into a scale-decomposed nnU-Net dataset.",
@@ -269,6 +283,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_common(p)
     p.set_defaults(func=run_ircadb)
 
+
+def _add_images_only(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "images-only", formatter_class=_Formatter,
         help="make a dataset of unlabelled images for self-supervised pretraining",
