@@ -220,6 +220,65 @@ def run_experiment(
            deep liver vessel segmentation", ISBI 2023, Sect. 3.2-3.3 and Table 1 (5-fold
            cross-validation; DSC, Jacc, clDSC, HD as mean ± std).
     """
+    exp = _checked_experiment(dataset, trainers, folds, configuration, plans, device, output_dir, label, env)
+    exp.ddof, exp.figure, exp.echo, exp.num_processes = ddof, figure, echo, num_processes
+    exp.output_dir.mkdir(parents=True, exist_ok=True)
+    for fold in exp.folds:
+        for trainer in exp.trainers:
+            if not _run_step(exp, trainer, fold) and stop_on_error:
+                break
+        else:
+            continue
+        break
+    rows, markdown = write_outputs(exp.output_dir, exp.per_fold, title=exp.title, ddof=ddof, figure=figure)
+    exp.save_state()
+    return ExperimentResult(exp.name, exp.output_dir, exp.per_fold, rows, markdown, exp.steps, exp.failures)
+
+
+@dataclass
+class _Experiment:
+    """What one :func:`run_experiment` call works on: checked settings, folders and progress."""
+
+    name: str
+    preprocessed: Path
+    results: Path
+    output_dir: Path
+    trainers: list[str]
+    folds: list[int | str]
+    configuration: str
+    plans: str
+    device: str
+    label: str | None
+    env: dict[str, str]
+    ddof: int = 0
+    figure: bool = True
+    echo: Callable[[str], None] | None = None
+    num_processes: int | None = None
+    per_fold: dict[str, dict[int, dict[str, float | None] | None]] = field(default_factory=dict)
+    steps: list[FoldStep] = field(default_factory=list)
+    failures: list[FoldFailure] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return (f"{self.name}, {self.configuration}, {self.plans}: mean ± std over folds "
+                f"{', '.join(map(str, self.folds))}")
+
+    def fold_dir(self, trainer: str, fold: int | str) -> Path:
+        return trainer_folder(self.results / self.name, trainer, self.plans, self.configuration) / f"fold_{fold}"
+
+    def save_state(self) -> None:
+        state = {"dataset": self.name, "configuration": self.configuration, "plans": self.plans,
+                 "device": self.device, "trainers": self.trainers, "folds": self.folds, "label": self.label,
+                 "ddof": self.ddof,
+                 "per_fold": {t: {str(f): v for f, v in fv.items()} for t, fv in self.per_fold.items()},
+                 "steps": [asdict(s) for s in self.steps], "failures": [asdict(f) for f in self.failures]}
+        with open(self.output_dir / OUTPUT_FILES["state"], "w", encoding="utf-8") as f:
+            json.dump(state, f, indent=2, allow_nan=False)
+
+
+def _checked_experiment(dataset, trainers, folds, configuration, plans, device, output_dir, label,
+                        env) -> _Experiment:
+    """Every input of :func:`run_experiment` checked, before anything is trained (InputError otherwise)."""
     if device not in DEVICES:
         raise InputError(f"device must be one of {DEVICES}, got {device!r}")
     trainers = list(dict.fromkeys(trainers))  # keep order, drop repeats
@@ -232,17 +291,14 @@ def run_experiment(
     name = dataset_name(dataset, preprocessed_root, env.get("nnUNet_raw"))
     preprocessed = preprocessed_root / name
     _check_plans(preprocessed, plans, configuration)
-    gt_dir, dataset_json = preprocessed / "gt_segmentations", preprocessed / "dataset.json"
-    for required in (gt_dir, dataset_json):
+    for required in (preprocessed / "gt_segmentations", preprocessed / "dataset.json"):
         if not required.exists():
             raise InputError(f"{required} does not exist; rerun nnUNetv2_plan_and_preprocess -d {dataset}")
-    _check_label(dataset_json, label)
+    _check_label(preprocessed / "dataset.json", label)
     output_dir = Path(output_dir) if output_dir is not None else results_root / name / "nnunet_aux_experiment"
-
-    def fold_dir(trainer: str, fold: int) -> Path:
-        return trainer_folder(results_root / name, trainer, plans, configuration) / f"fold_{fold}"
-
-    to_train = [t for t in trainers if any(fold_state(fold_dir(t, f)) != FINISHED for f in folds)]
+    exp = _Experiment(name, preprocessed, results_root, output_dir, trainers, folds, configuration, plans, device,
+                      label, env, per_fold={t: {f: None for f in folds} for t in trainers})
+    to_train = [t for t in trainers if any(fold_state(exp.fold_dir(t, f)) != FINISHED for f in folds)]
     missing = missing_trainers(to_train, env)
     if missing:
         raise InputError(
@@ -250,67 +306,51 @@ def run_experiment(
             f"folders in nnUNet_extTrainer (now {env['nnUNet_extTrainer']!r}); put the trainer there or add its "
             "folder to nnUNet_extTrainer (this package's trainers: export nnUNet_extTrainer=$(nnunet_aux "
             "trainer-path))")
+    return exp
 
-    title = f"{name}, {configuration}, {plans}: mean ± std over folds {', '.join(map(str, folds))}"
-    per_fold: dict[str, dict[int, dict[str, float | None] | None]] = {t: {f: None for f in folds} for t in trainers}
-    steps: list[FoldStep] = []
-    failures: list[FoldFailure] = []
 
-    def save_state() -> None:
-        state = {"dataset": name, "configuration": configuration, "plans": plans, "device": device,
-                 "trainers": trainers, "folds": folds, "label": label, "ddof": ddof,
-                 "per_fold": {t: {str(f): v for f, v in fv.items()} for t, fv in per_fold.items()},
-                 "steps": [asdict(s) for s in steps], "failures": [asdict(f) for f in failures]}
-        with open(output_dir / OUTPUT_FILES["state"], "w", encoding="utf-8") as f:
-            json.dump(state, f, indent=2, allow_nan=False)
+def _run_step(exp: _Experiment, trainer: str, fold: int | str) -> bool:
+    """Train (or reuse) and evaluate one trainer's fold; False when it failed (recorded in ``exp.failures``)."""
+    folder = exp.fold_dir(trainer, fold)
+    step = FoldStep(trainer, fold, fold_state(folder))
+    exp.steps.append(step)
+    if step.state_before != FINISHED:
+        if not _train(exp, step, folder):
+            exp.save_state()
+            return False
+    else:
+        logger.info("%s fold %d: finished, reusing %s", trainer, fold, folder)
+    cache = exp.output_dir / "evaluation" / folder.parent.name / f"fold_{fold}.json"
+    try:
+        summary, step.evaluation_reused = evaluate_fold(
+            folder, exp.preprocessed / "gt_segmentations", cache, exp.preprocessed / "dataset.json",
+            validation_cases(exp.preprocessed, fold), num_processes=exp.num_processes)
+        exp.per_fold[trainer][fold] = fold_values(summary, exp.label)
+    except (ValueError, OSError) as e:  # InputError is a ValueError
+        exp.failures.append(FoldFailure(trainer, fold, "evaluation", str(e)))
+        logger.error("%s fold %d: evaluation failed: %s", trainer, fold, e)
+        exp.save_state()
+        return False
+    write_outputs(exp.output_dir, exp.per_fold, title=exp.title, ddof=exp.ddof, figure=exp.figure)
+    exp.save_state()
+    return True
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    stop = False
-    for fold in folds:
-        for trainer in trainers:
-            folder = fold_dir(trainer, fold)
-            step = FoldStep(trainer, fold, fold_state(folder))
-            steps.append(step)
-            log_file = output_dir / "logs" / f"{trainer}__fold_{fold}.log"
-            if step.state_before != FINISHED:
-                step.command = train_command(name, configuration, fold, trainer, plans, device, step.state_before)
-                logger.info("%s fold %d (%s): %s\n  log: %s", trainer, fold, step.state_before,
-                            " ".join(step.command), log_file)
-                start = time.perf_counter()
-                step.returncode = run_logged(step.command, env, log_file, echo=echo)
-                step.seconds = time.perf_counter() - start
-                state_after = fold_state(folder)
-                if step.returncode != 0 or state_after != FINISHED:
-                    message = (f"nnUNetv2_train exited with code {step.returncode}, fold state {state_after!r}; "
-                               f"last lines of {log_file}:\n{log_tail(log_file)}")
-                    failures.append(FoldFailure(trainer, fold, "training", message, str(log_file)))
-                    logger.error("%s fold %d failed: %s", trainer, fold, message)
-                    save_state()
-                    if stop_on_error:
-                        stop = True
-                        break
-                    continue
-            else:
-                logger.info("%s fold %d: finished, reusing %s", trainer, fold, folder)
-            cache = output_dir / "evaluation" / folder.parent.name / f"fold_{fold}.json"
-            try:
-                summary, step.evaluation_reused = evaluate_fold(
-                    folder, gt_dir, cache, dataset_json, validation_cases(preprocessed, fold),
-                    num_processes=num_processes)
-                per_fold[trainer][fold] = fold_values(summary, label)
-            except (ValueError, OSError) as e:  # InputError is a ValueError
-                failures.append(FoldFailure(trainer, fold, "evaluation", str(e)))
-                logger.error("%s fold %d: evaluation failed: %s", trainer, fold, e)
-                save_state()
-                if stop_on_error:
-                    stop = True
-                    break
-                continue
-            write_outputs(output_dir, per_fold, title=title, ddof=ddof, figure=figure)
-            save_state()
-        if stop:
-            break
 
-    rows, markdown = write_outputs(output_dir, per_fold, title=title, ddof=ddof, figure=figure)
-    save_state()
-    return ExperimentResult(name, output_dir, per_fold, rows, markdown, steps, failures)
+def _train(exp: _Experiment, step: FoldStep, folder: Path) -> bool:
+    """nnUNetv2_train for one fold (new, --c or --val by its state), logged; False when it did not finish."""
+    log_file = exp.output_dir / "logs" / f"{step.trainer}__fold_{step.fold}.log"
+    step.command = train_command(exp.name, exp.configuration, step.fold, step.trainer, exp.plans, exp.device,
+                                 step.state_before)
+    logger.info("%s fold %d (%s): %s\n  log: %s", step.trainer, step.fold, step.state_before,
+                " ".join(step.command), log_file)
+    start = time.perf_counter()
+    step.returncode = run_logged(step.command, exp.env, log_file, echo=exp.echo)
+    step.seconds = time.perf_counter() - start
+    state_after = fold_state(folder)
+    if step.returncode == 0 and state_after == FINISHED:
+        return True
+    message = (f"nnUNetv2_train exited with code {step.returncode}, fold state {state_after!r}; "
+               f"last lines of {log_file}:\n{log_tail(log_file)}")
+    exp.failures.append(FoldFailure(step.trainer, step.fold, "training", message, str(log_file)))
+    logger.error("%s fold %d failed: %s", step.trainer, step.fold, message)
+    return False
