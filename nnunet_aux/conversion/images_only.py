@@ -32,7 +32,7 @@ from ..errors import InputError
 from .image_io import SITK_FILE_ENDINGS, check_complete, link_or_copy, read_image
 from .parallel import run_parallel
 from .paths import (_NAME, check_not_source_id, check_target_free, raw_root as _raw_root, resolve_source,
-                    split_dataset_name, target_name)
+                    source_short_name, split_dataset_name, target_name)
 from .staging import staged_folder
 
 #: the file beside dataset.json that says where every case came from
@@ -193,10 +193,33 @@ def make_images_only_dataset(
         raise InputError("no source given")
     if foreground_threshold is not None and not np.isfinite(foreground_threshold):
         raise InputError(f"foreground threshold must be a finite number, got {foreground_threshold}")
+    resolved = [_resolve(s, raw_root) for s in sources]
+    cases, names, ending = _collect_cases(resolved, include_test, channel_names)
+    first, first_is_dataset = resolved[0]
+    default = source_short_name(first) + "_images" if first_is_dataset and _NAME.match(first.name) else "ImagesOnly"
+    name = target_name(target, default)
+    root = _raw_root(raw_root)
+    for folder, is_dataset in resolved:
+        if is_dataset:
+            check_not_source_id(name, folder, root)
+    existing = check_target_free(root, name, overwrite, sources=[f for f, _ in resolved])
+    for case in cases:  # a truncated image would be linked in unnoticed otherwise
+        for f in case.files:
+            check_complete(f)
+    with staged_folder(root, name, existing) as out:
+        _write_dataset(out, name, cases, names, ending, foreground_threshold, num_processes, progress)
+        write_json_atomic({
+            "label": _label_rule(foreground_threshold), "sources": [str(f) for f, _ in resolved],
+            "include_test": bool(include_test), "cases": {c.identifier: list(c.files) for c in cases},
+        }, out / REPORT_FILENAME)
+    return root / name
+
+
+def _collect_cases(resolved, include_test: bool, channel_names) -> tuple[list[ImageCase], dict, str]:
+    """The cases of every source, their channel names and their one file ending, checked."""
     cases: list[ImageCase] = []
     names: dict | None = None
     endings: set = set()
-    resolved = [_resolve(s, raw_root) for s in sources]
     for folder, is_dataset in resolved:
         if is_dataset:
             found, channels, ending = _dataset_cases(folder, include_test)
@@ -212,12 +235,16 @@ def make_images_only_dataset(
         cases += found
     if len(endings) > 1:
         raise InputError(f"the sources use different file endings ({', '.join(sorted(endings))}); nnU-Net needs one")
-    ending = endings.pop()
     if channel_names is not None:
         names = (dict(channel_names) if isinstance(channel_names, Mapping)
                  else {str(i): str(n) for i, n in enumerate(channel_names)})
     if names is None:
         raise InputError("no channel names: give them (e.g. CT, or MR), nnU-Net picks its normalisation from them")
+    _check_cases(cases, names)
+    return cases, names, endings.pop()
+
+
+def _check_cases(cases: Sequence[ImageCase], names: Mapping) -> None:
     seen: dict[str, str] = {}
     for case in cases:
         if case.identifier in seen:
@@ -228,37 +255,25 @@ def make_images_only_dataset(
             raise InputError(f"case {case.identifier} ({case.source}) has {len(case.files)} channels, "
                              f"the channel names {len(names)}")
 
-    first = resolved[0][0]
-    default = (first.name.split("_", 1)[1] + "_images" if resolved[0][1] and _NAME.match(first.name)
-               else "ImagesOnly")
-    name = target_name(target, default)
-    root = _raw_root(raw_root)
-    for folder, is_dataset in resolved:
-        if is_dataset:
-            check_not_source_id(name, folder, root)
-    existing = check_target_free(root, name, overwrite, sources=[f for f, _ in resolved])
-    for case in cases:  # a truncated image would be linked in unnoticed otherwise
-        for f in case.files:
-            check_complete(f)
-    with staged_folder(root, name, existing) as out:
-        (out / "imagesTr").mkdir()
-        (out / "labelsTr").mkdir()
-        jobs = []
-        for case in cases:
-            for c, f in enumerate(case.files):
-                link_or_copy(f, out / "imagesTr" / f"{case.identifier}_{c:04d}{ending}", check=False)
-            jobs.append((case, str(out / "labelsTr" / f"{case.identifier}{ending}"), foreground_threshold))
-        run_parallel(_write_label, jobs, num_processes, desc="label maps", progress=progress)
-        rule = ("1 on the whole image" if foreground_threshold is None
-                else f"1 where channel 0 > {foreground_threshold}")
-        write_dataset_json({
-            "channel_names": names, "labels": dict(LABELS), "numTraining": len(cases), "file_ending": ending,
-            "name": split_dataset_name(name)[1],
-            "description": f"images only, for self-supervised pretraining (nnUNetTrainerCLEFPretrain); "
-                           f"dummy label {rule}",
-        }, out)
-        write_json_atomic({
-            "label": rule, "sources": [str(f) for f, _ in resolved], "include_test": bool(include_test),
-            "cases": {c.identifier: list(c.files) for c in cases},
-        }, out / REPORT_FILENAME)
-    return root / name
+
+def _label_rule(foreground_threshold: float | None) -> str:
+    return "1 on the whole image" if foreground_threshold is None else f"1 where channel 0 > {foreground_threshold}"
+
+
+def _write_dataset(out: Path, name: str, cases: Sequence[ImageCase], names: Mapping, ending: str,
+                   foreground_threshold: float | None, num_processes: int, progress: bool) -> None:
+    """Images (linked), dummy label maps and dataset.json into the staging folder ``out``."""
+    (out / "imagesTr").mkdir()
+    (out / "labelsTr").mkdir()
+    jobs = []
+    for case in cases:
+        for c, f in enumerate(case.files):
+            link_or_copy(f, out / "imagesTr" / f"{case.identifier}_{c:04d}{ending}", check=False)
+        jobs.append((case, str(out / "labelsTr" / f"{case.identifier}{ending}"), foreground_threshold))
+    run_parallel(_write_label, jobs, num_processes, desc="label maps", progress=progress)
+    write_dataset_json({
+        "channel_names": dict(names), "labels": dict(LABELS), "numTraining": len(cases), "file_ending": ending,
+        "name": split_dataset_name(name)[1],
+        "description": f"images only, for self-supervised pretraining (nnUNetTrainerCLEFPretrain); "
+                       f"dummy label {_label_rule(foreground_threshold)}",
+    }, out)
