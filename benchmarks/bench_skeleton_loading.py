@@ -139,7 +139,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs=3, default=[48, 64, 64], help="case size (voxels)")
     parser.add_argument("--features", type=int, nargs="+", default=[16, 32, 64, 128, 128])
-    parser.add_argument("--cases", type=int, default=4)
+    parser.add_argument("--cases", type=int, default=6, help="cases (nnU-Net makes a 5-fold split: at least 5)")
     parser.add_argument("--iterations", type=int, default=12, help="training iterations per run")
     parser.add_argument("--rounds", type=int, default=2, help="stock / SkeletonRecall runs, interleaved")
     parser.add_argument("--samples", type=int, default=8, help="samples for the per-transform timing")
