@@ -106,8 +106,8 @@ class AuxiliaryDecoder(nn.Module):
         decoder = copy.deepcopy(main_decoder, {id(encoder): None} if encoder is not None else {})
         owner = type(main_decoder).__name__
         kept = decoder_stages_kept(len(decoder.stages), stages)
-        # Cut before narrowing: the dropped high-resolution stages cost the most per voxel
-        # (on the CPU a narrow convolution at full resolution costs almost what a full one does).
+        # Cut first, so that only the kept stages are narrowed. Why cut at all: on the CPU a narrow
+        # convolution at full resolution costs almost what a full one does (benchmarks/RESULTS.md).
         for name in ("stages", "transpconvs", "seg_layers"):
             setattr(decoder, name, getattr(decoder, name)[:kept])
         if width < 1:
