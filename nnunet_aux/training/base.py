@@ -88,10 +88,23 @@ class nnUNetTrainerAux(nnUNetTrainer):
                                            ignore_label=lm.ignore_label)
         self._unwrapped_network = network
 
-    def deep_supervision_weights(self) -> Optional[List[float]]:
-        """The main loss's deep-supervision weights (auxiliary decoders reuse them)."""
-        weights = getattr(self.loss, "weight_factors", None)
-        return list(weights) if weights is not None else None
+    def deep_supervision_output_weights(self, levels: Optional[int] = None) -> Optional[List[float]]:
+        """nnU-Net's weights of the deep-supervision outputs, highest resolution first; None without.
+
+        The rule of ``nnUNetTrainer._build_loss`` (weights 1, 1/2, 1/4, ... with the lowest
+        resolution left out, or 1e-6 under DDP without compile, where every output must be
+        used), normalised to sum 1. ``levels``: the weights of a head with outputs at only the
+        ``levels`` lowest resolutions (a decoder cut after its first stages), renormalised.
+        """
+        if not self.enable_deep_supervision:
+            return None
+        weights = np.array([1 / (2 ** i) for i in range(len(self._get_deep_supervision_scales()))])
+        weights[-1] = 1e-6 if (self.is_ddp and not self._do_i_compile()) else 0
+        if levels is not None:
+            weights = weights[-levels:]
+            if weights.sum() == 0:  # only nnU-Net's unweighted lowest level is left
+                weights[:] = 1
+        return list(weights / weights.sum())
 
     def make_region_loss(self, batch_dice: Optional[bool] = None, bce_pos_weight=None,
                          max_pos_weight: float = 50.0, levels: Optional[int] = None) -> nn.Module:
@@ -99,23 +112,10 @@ class nnUNetTrainerAux(nnUNetTrainer):
 
         ``batch_dice`` (None: the plan's) and ``bce_pos_weight`` (None: unweighted BCE; a
         number; or ``'balanced'``, the batch's inverse foreground frequency capped at
-        ``max_pos_weight``) let a task change what matters for rare targets. ``levels``:
-        the loss of a head with outputs at only the ``levels`` lowest deep-supervision
-        resolutions (a decoder cut after its first stages): nnU-Net's weights of those
-        levels, renormalised to sum 1.
+        ``max_pos_weight``) let a task change what matters for rare targets. ``levels``: see
+        :meth:`deep_supervision_output_weights`.
         """
-        if self.enable_deep_supervision:
-            scales = self._get_deep_supervision_scales()
-            weights = np.array([1 / (2 ** i) for i in range(len(scales))])
-            # same rule as nnUNetTrainer._build_loss: DDP without compile needs every output used
-            weights[-1] = 1e-6 if (self.is_ddp and not self._do_i_compile()) else 0
-            if levels is not None:
-                weights = weights[-levels:]
-                if weights.sum() == 0:  # only nnU-Net's unweighted lowest level is left
-                    weights[:] = 1
-            weights = list(weights / weights.sum())
-        else:
-            weights = None
+        weights = self.deep_supervision_output_weights(levels)
         batch_dice = self.configuration_manager.batch_dice if batch_dice is None else batch_dice
         return build_region_loss(batch_dice, self.is_ddp, self.label_manager.ignore_label is not None, weights,
                                  compile_dice=self._do_i_compile(), bce_pos_weight=bce_pos_weight,
@@ -224,20 +224,29 @@ class nnUNetTrainerAux(nnUNetTrainer):
         main_target, aux_target, valid = self._target_layout.split_all(target)
         main_output, aux_outputs = self.training_model(data)
         self._last_task_batches = []
-        main_loss = self.loss(main_output, main_target)
-        terms = {"main": main_loss}
-        total = main_loss
+        terms = {"main": self.loss(main_output, main_target)}
+        weights = {"main": 1.0}
         for (name, task), own in zip(self.aux_tasks.items(), self._targets_per_task(aux_target)):
             batch = AuxBatch(targets=own, valid=valid if self.label_manager.has_ignore_label else None,
                              main_output=main_output, main_target=main_target, data=data)
             if not self.training_model.training:  # kept for validation_counts
                 self._last_task_batches.append((task, aux_outputs[name], batch))
-            losses = task.compute_losses(aux_outputs[name], batch)
-            weights = task.loss_weights()
-            for key, value in losses.items():
-                terms[key] = value
-                total = total + weights[key] * value
+            terms.update(task.compute_losses(aux_outputs[name], batch))
+            weights.update(task.loss_weights())
+        counted = self.counted_loss_terms(terms)
+        total = sum(weights[k] * v for k, v in terms.items() if k in counted)
+        if self.is_ddp and len(counted) < len(terms):
+            # DDP (find_unused_parameters=False) needs a gradient for every parameter in every step
+            total = total + sum(0.0 * v for k, v in terms.items() if k not in counted)
         return total, terms, main_output, main_target
+
+    def counted_loss_terms(self, terms: Dict[str, torch.Tensor]) -> set:
+        """Names of the loss terms that enter this step's total (each with its task's weight).
+
+        All of them by default; a trainer with phases (classification pre-training, say)
+        returns a subset. The others are still computed and logged.
+        """
+        return set(terms)
 
     def _targets_per_task(self, aux_target) -> List[Any]:
         """Each auxiliary task's own target channels (None for a task without target regions).

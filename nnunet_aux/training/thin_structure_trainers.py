@@ -4,7 +4,7 @@
 Skeleton Recall (Kirchhoff et al. 2024)    ``nnUNetTrainerSkeletonRecall``
 soft-clDice (Shit et al. 2021)             ``nnUNetTrainerSoftClDice``
 scale contrastive + Skeleton Recall        ``nnUNetTrainerScaleContrastiveSkeletonRecall``
-                                           (in :mod:`.trainers`, beside the scale trainers)
+                                           (in :mod:`.trainers`, with the other combinations)
 =========================================  ================================================
 
 Both add a loss term to nnU-Net's own loss and no network part: the inference network,
@@ -14,9 +14,6 @@ with the ignore label, deep supervision, 2d and 3d configurations and the cascad
 
 from __future__ import annotations
 
-from typing import List, Optional
-
-import numpy as np
 import torch
 
 from .base import nnUNetTrainerAux
@@ -24,7 +21,7 @@ from .skeleton_targets import PAPER_TUBE_RADIUS
 from .tasks import SkeletonRecallTask, SoftClDiceTask, structure_channels
 from .tasks.skeleton_recall import PAPER_SKELETON_RECALL_SMOOTH, PAPER_SKELETON_RECALL_WEIGHT
 from .tasks.soft_cldice import PAPER_CLDICE_ALPHA, PAPER_CLDICE_ITERATIONS, PAPER_CLDICE_SMOOTH
-from .variants import make_variants
+from .variants import add_variants
 
 
 class nnUNetTrainerSkeletonRecall(nnUNetTrainerAux):
@@ -53,15 +50,6 @@ class nnUNetTrainerSkeletonRecall(nnUNetTrainerAux):
         self.skeleton_recall_smooth = PAPER_SKELETON_RECALL_SMOOTH
         #: recall at every deep-supervision output with nnU-Net's weights (their default: highest only)
         self.skeleton_recall_deep_supervision = False
-
-    def deep_supervision_output_weights(self) -> Optional[List[float]]:
-        """nnU-Net's weights of the deep-supervision outputs (``_build_loss``'s rule), None without."""
-        if not self.enable_deep_supervision:
-            return None
-        n = len(self._get_deep_supervision_scales())
-        weights = np.array([1 / (2 ** i) for i in range(n)])
-        weights[-1] = 0
-        return list(weights / weights.sum())
 
     def build_aux_tasks(self):
         labels, channels = structure_channels(self.label_manager)
@@ -109,7 +97,4 @@ class nnUNetTrainerSkeletonRecallSoftClDice(nnUNetTrainerSkeletonRecall, nnUNetT
 
 
 __all__ = ["nnUNetTrainerSkeletonRecall", "nnUNetTrainerSoftClDice", "nnUNetTrainerSkeletonRecallSoftClDice"]
-for _base in (nnUNetTrainerSkeletonRecall, nnUNetTrainerSoftClDice, nnUNetTrainerSkeletonRecallSoftClDice):
-    for _name, _cls in make_variants(_base, __name__).items():
-        globals()[_name] = _cls
-        __all__.append(_name)
+add_variants(globals(), nnUNetTrainerSkeletonRecall, nnUNetTrainerSoftClDice, nnUNetTrainerSkeletonRecallSoftClDice)

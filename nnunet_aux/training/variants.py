@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Type
+from typing import Any, Dict, Iterable, Optional, Type
 
 import torch
 
 #: nnU-Net's training lengths (nnunetv2/training/nnUNetTrainer/variants/training_length)
 EPOCH_VARIANTS = (5, 10, 20, 50, 100, 250, 500, 750, 2000)
+#: What ``_smoke`` sets: one epoch of 5 training and 2 validation iterations.
+SMOKE_SETTINGS = {"num_epochs": 1, "num_iterations_per_epoch": 5, "num_val_iterations_per_epoch": 2}
 
 
-def make_variants(base: Type, module: str, epochs: Iterable[int] = EPOCH_VARIANTS) -> Dict[str, Type]:
-    """Subclasses ``<name>_smoke`` (1 epoch of 5 training and 2 validation iterations) and
+def make_variants(base: Type, module: str, epochs: Iterable[int] = EPOCH_VARIANTS,
+                  smoke: Optional[Dict[str, Any]] = None) -> Dict[str, Type]:
+    """Subclasses ``<name>_smoke`` (:data:`SMOKE_SETTINGS`, updated by ``smoke``) and
     ``<name>_<X>epochs`` of ``base``, defined as if written in ``module`` (so nnU-Net finds
     them by name and pickling works)."""
     out = {}
@@ -27,7 +30,16 @@ def make_variants(base: Type, module: str, epochs: Iterable[int] = EPOCH_VARIANT
                                    "__doc__": f"{base.__name__} with {attrs}."})
         out[name] = cls
 
-    subclass(f"{base.__name__}_smoke", num_epochs=1, num_iterations_per_epoch=5, num_val_iterations_per_epoch=2)
+    subclass(f"{base.__name__}_smoke", **{**SMOKE_SETTINGS, **(smoke or {})})
     for n in epochs:
         subclass(f"{base.__name__}_{n}epochs", num_epochs=n)
     return out
+
+
+def add_variants(namespace: Dict[str, Any], *bases: Type, smoke: Optional[Dict[str, Any]] = None) -> None:
+    """Define the variants of each of ``bases`` in the module whose ``globals()`` is ``namespace``
+    and list them in its ``__all__`` (called at the end of each trainer module)."""
+    for base in bases:
+        for name, cls in make_variants(base, namespace["__name__"], smoke=smoke).items():
+            namespace[name] = cls
+            namespace["__all__"].append(name)

@@ -23,7 +23,7 @@ from ..heads import encoder_spec, unwrap_network
 from .base import nnUNetTrainerAux
 from .task import AuxBatch
 from .tasks import CLEFTask, CLEFTrainingModel
-from .variants import make_variants
+from .variants import add_variants
 
 __all__ = ["nnUNetTrainerCLEFPretrain"]
 
@@ -175,6 +175,4 @@ class nnUNetTrainerCLEFPretrain(nnUNetTrainerAux):
             f"{join(self.output_folder, 'checkpoint_final.pth')}", also_print_to_console=True)
 
 
-for _name, _cls in make_variants(nnUNetTrainerCLEFPretrain, __name__).items():
-    globals()[_name] = _cls
-    __all__.append(_name)
+add_variants(globals(), nnUNetTrainerCLEFPretrain)
