@@ -389,6 +389,35 @@ def read_scale_spec(dataset_json: Mapping[str, Any], source: str = "dataset.json
         raise InputError(f"{source}: expected a JSON object, got {type(dataset_json).__name__}")
     if "labels" not in dataset_json or not isinstance(dataset_json["labels"], Mapping):
         raise InputError(f"{source} has no 'labels' object; it is not an nnU-Net dataset.json")
+    structure, scale_labels, names = _read_scales_entry(dataset_json, source)
+    labels = dataset_json["labels"]
+    regions, ignore_label = _read_regions(labels, scale_labels, structure, source)
+    multiclass = structure not in labels
+    order = dataset_json.get("regions_class_order")
+    if multiclass:
+        _check_multiclass_scale_classes(labels, structure, scale_labels, names, source)
+    else:
+        if tuple(sorted(regions.get(structure, ()))) != scale_labels:
+            raise InputError(
+                f"{source}: label {structure!r} is {list(regions.get(structure, ()))} but its scales are "
+                f"{list(scale_labels)}; the structure's region must hold exactly its scale labels"
+            )
+        if order is None:
+            raise InputError(f"{source}: region-based labels need 'regions_class_order'")
+        check_regions_class_order(dataset_json, source)
+    return ScaleSpec(
+        structure=str(structure),
+        scale_labels=scale_labels,
+        scale_names=names,
+        regions=regions,
+        regions_class_order=None if order is None else tuple(int(v) for v in order),
+        ignore_label=ignore_label,
+        multiclass=multiclass,
+    )
+
+
+def _read_scales_entry(dataset_json: Mapping[str, Any], source: str) -> tuple[str, tuple[int, ...], tuple[str, ...]]:
+    """The ``"scales"`` entry: its structure, and its scale labels and names sorted by value."""
     if SCALES_KEY not in dataset_json:
         raise InputError(
             f"{source} has no {SCALES_KEY!r} entry, so it is not a scale-decomposed dataset "
@@ -407,10 +436,12 @@ def read_scale_spec(dataset_json: Mapping[str, Any], source: str = "dataset.json
     pairs = sorted(((_label_values(v, n, source), n) for n, v in by_name.items()), key=lambda p: p[0])
     if any(len(v) != 1 for v, _ in pairs):
         raise InputError(f"{source}: each scale of {structure!r} must be a single label value")
-    scale_labels = tuple(v[0] for v, _ in pairs)
-    names = tuple(n for _, n in pairs)
+    return structure, tuple(v[0] for v, _ in pairs), tuple(n for _, n in pairs)
 
-    labels = dataset_json["labels"]
+
+def _read_regions(labels: Mapping[str, Any], scale_labels: tuple[int, ...], structure: str,
+                  source: str) -> tuple[dict[str, tuple[int, ...]], int | None]:
+    """Foreground regions of ``labels`` and the ignore label; every scale label must be among them."""
     ignore_label = None
     regions: dict[str, tuple[int, ...]] = {}
     all_values: set[int] = set()
@@ -429,37 +460,21 @@ def read_scale_spec(dataset_json: Mapping[str, Any], source: str = "dataset.json
             f"{source}: scale label(s) {missing} of {structure!r} are not among the labels "
             f"{sorted(all_values)}"
         )
-    multiclass = structure not in labels
-    if not multiclass and tuple(sorted(regions.get(structure, ()))) != scale_labels:
+    return regions, ignore_label
+
+
+def _check_multiclass_scale_classes(labels: Mapping[str, Any], structure: str, scale_labels: tuple[int, ...],
+                                    names: tuple[str, ...], source: str) -> None:
+    """The multi-class variant names its scale classes ``<structure>_<scale name>``; a ``"scales"``
+    entry pointing at other classes (e.g. vessel and tumour) is a mistake."""
+    wrong = [f"{n}={v}" for v, n in zip(scale_labels, names)
+             if labels.get(f"{structure}_{n}") != v and labels.get(f"{structure}_{n}") != [v]]
+    if wrong:
         raise InputError(
-            f"{source}: label {structure!r} is {list(regions.get(structure, ()))} but its scales are "
-            f"{list(scale_labels)}; the structure's region must hold exactly its scale labels"
+            f"{source}: {SCALES_KEY}[{structure!r}] names {', '.join(wrong)}, but {structure!r} is not a "
+            f"label and the labels {', '.join(f'{structure}_{n}' for n in names)} do not hold these "
+            f"values; the scales must be the values of the {structure!r} region"
         )
-    if multiclass:
-        # The multi-class variant names its scale classes "<structure>_<scale name>"; a
-        # "scales" entry pointing at other classes (e.g. vessel and tumour) is a mistake.
-        wrong = [f"{n}={v}" for v, n in zip(scale_labels, names)
-                 if labels.get(f"{structure}_{n}") != v and labels.get(f"{structure}_{n}") != [v]]
-        if wrong:
-            raise InputError(
-                f"{source}: {SCALES_KEY}[{structure!r}] names {', '.join(wrong)}, but {structure!r} is not a "
-                f"label and the labels {', '.join(f'{structure}_{n}' for n in names)} do not hold these "
-                f"values; the scales must be the values of the {structure!r} region"
-            )
-    order = dataset_json.get("regions_class_order")
-    if not multiclass and order is None:
-        raise InputError(f"{source}: region-based labels need 'regions_class_order'")
-    if not multiclass:
-        check_regions_class_order(dataset_json, source)
-    return ScaleSpec(
-        structure=str(structure),
-        scale_labels=scale_labels,
-        scale_names=names,
-        regions=regions,
-        regions_class_order=None if order is None else tuple(int(v) for v in order),
-        ignore_label=ignore_label,
-        multiclass=multiclass,
-    )
 
 
 def multiclass_dataset_json(scale_dataset_json: Mapping[str, Any], source: str = "dataset.json") -> dict:

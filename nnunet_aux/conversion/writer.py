@@ -303,19 +303,7 @@ def write_scale_dataset(
         The dataset folder.
     """
     jobs = list(jobs)
-    if plan.n_scales != settings.n_scales:
-        raise ValueError(f"label plan has {plan.n_scales} scales, settings {settings.n_scales}")
-    seen: set[tuple[str, str]] = set()
-    for job in jobs:
-        if job.split not in ("Tr", "Ts"):
-            raise ValueError(f"split must be 'Tr' or 'Ts', got {job.split!r}")
-        if (job.split, job.case_id) in seen:
-            raise InputError(f"case {job.case_id!r} appears twice in images{job.split}")
-        seen.add((job.split, job.case_id))
-    n_train = sum(job.split == "Tr" for job in jobs)
-    if n_train == 0:
-        raise InputError("no training cases found")
-
+    n_train = _check_jobs(jobs, plan, settings)
     root = raw_root(raw_root_folder)
     existing = check_target_free(root, name, overwrite, sources=sources)
     # A hidden sibling on the same file system, so that the final rename is atomic and
@@ -332,18 +320,8 @@ def write_scale_dataset(
         )
         dataset_thresholds = None
         if settings.thresholds == "dataset":
-            from ..scales import quantile_thresholds
-
-            radii = [r for job, row in zip(jobs, rows) if job.split == "Tr" for r in row.get("_radii", [])]
-            dataset_thresholds = quantile_thresholds(radii, settings.n_scales, settings.quantiles)
-            pending = [i for i, row in enumerate(rows) if "_work" in row]
-            finished = run_parallel(
-                functools.partial(_assign_case, out=out, plan=plan, thresholds=dataset_thresholds,
-                                  file_ending=file_ending),
-                [(jobs[i], rows[i]) for i in pending], num_processes, desc=f"{name}: scales", progress=progress,
-            )
-            for i, row in zip(pending, finished):
-                rows[i] = row
+            dataset_thresholds = _assign_dataset_scales(jobs, rows, out, plan, settings, name, file_ending,
+                                                        num_processes, progress)
         shutil.rmtree(out / ".work")
         labels_ts = out / "labelsTs"
         if labels_ts.is_dir() and not any(labels_ts.iterdir()):
@@ -366,3 +344,39 @@ def write_scale_dataset(
             "test_cases": {job.case_id: row for job, row in zip(jobs, rows) if job.split == "Ts"},
         }, out / REPORT_FILENAME)
     return root / name
+
+
+def _check_jobs(jobs: list[CaseJob], plan: LabelPlan, settings: DecompositionSettings) -> int:
+    """Check the cases before anything is written; returns the number of training cases."""
+    if plan.n_scales != settings.n_scales:
+        raise ValueError(f"label plan has {plan.n_scales} scales, settings {settings.n_scales}")
+    seen: set[tuple[str, str]] = set()
+    for job in jobs:
+        if job.split not in ("Tr", "Ts"):
+            raise ValueError(f"split must be 'Tr' or 'Ts', got {job.split!r}")
+        if (job.split, job.case_id) in seen:
+            raise InputError(f"case {job.case_id!r} appears twice in images{job.split}")
+        seen.add((job.split, job.case_id))
+    n_train = sum(job.split == "Tr" for job in jobs)
+    if n_train == 0:
+        raise InputError("no training cases found")
+    return n_train
+
+
+def _assign_dataset_scales(jobs: list[CaseJob], rows: list[dict], out: Path, plan: LabelPlan,
+                           settings: DecompositionSettings, name: str, file_ending: str, num_processes: int,
+                           progress: bool) -> np.ndarray:
+    """Second pass of ``thresholds='dataset'``: thresholds from the radii of all training cases,
+    then every case's scales; ``rows`` are updated in place. Returns the thresholds."""
+    from ..scales import quantile_thresholds
+
+    radii = [r for job, row in zip(jobs, rows) if job.split == "Tr" for r in row.get("_radii", [])]
+    thresholds = quantile_thresholds(radii, settings.n_scales, settings.quantiles)
+    pending = [i for i, row in enumerate(rows) if "_work" in row]
+    finished = run_parallel(
+        functools.partial(_assign_case, out=out, plan=plan, thresholds=thresholds, file_ending=file_ending),
+        [(jobs[i], rows[i]) for i in pending], num_processes, desc=f"{name}: scales", progress=progress,
+    )
+    for i, row in zip(pending, finished):
+        rows[i] = row
+    return thresholds
