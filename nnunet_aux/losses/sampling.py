@@ -303,19 +303,7 @@ def sample_simsiam_voxels_layers(
     device = labels[0].device
     flat_labels, tiers, sizes = [], [], []
     for y, pred, valid in zip(labels, pred_labels, valid_masks):
-        _check_label_tensor(y)
-        if pred is not None:
-            _check_label_tensor(pred, "pred_labels")
-        _check_same_shape(pred, y, "pred_labels")
-        _check_same_shape(valid, y, "valid_mask")
-        flat = y.reshape(-1).to(device).long()
-        candidate = flat >= 0 if include_background else flat > 0
-        if valid is not None:
-            candidate = candidate & valid.reshape(-1).to(device=device, dtype=torch.bool)
-        tier = 2 - candidate.long()  # 1: candidate, 2: never drawn
-        if pred is not None:
-            false_negative = candidate & (flat > 0) & (pred.reshape(-1).to(device) != flat)
-            tier = tier - false_negative.long()  # 0: false negative
+        flat, tier = _layer_tiers(y, pred, valid, include_background, device)
         flat_labels.append(flat)
         tiers.append(tier)
         sizes.append(flat.numel())
@@ -347,6 +335,25 @@ def sample_simsiam_voxels_layers(
         out.append((indices - offset, cls))
         offset += size
     return out
+
+
+def _layer_tiers(y: torch.Tensor, pred: torch.Tensor | None, valid: torch.Tensor | None, include_background: bool,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer's flat labels and each voxel's tier: 0 false negative, 1 other candidate, 2 never drawn."""
+    _check_label_tensor(y)
+    if pred is not None:
+        _check_label_tensor(pred, "pred_labels")
+    _check_same_shape(pred, y, "pred_labels")
+    _check_same_shape(valid, y, "valid_mask")
+    flat = y.reshape(-1).to(device).long()
+    candidate = flat >= 0 if include_background else flat > 0
+    if valid is not None:
+        candidate = candidate & valid.reshape(-1).to(device=device, dtype=torch.bool)
+    tier = 2 - candidate.long()  # 1: candidate, 2: never drawn
+    if pred is not None:
+        false_negative = candidate & (flat > 0) & (pred.reshape(-1).to(device) != flat)
+        tier = tier - false_negative.long()  # 0: false negative
+    return flat, tier
 
 
 def gather_voxels(features: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:

@@ -217,12 +217,26 @@ def ct_image(
         raise ValueError(f"tumour has shape {np.shape(tumour)}, expected {organ_fraction.shape}")
     spacing = np.asarray(_check_spacing(spacing))
     rng = np.random.default_rng(seed)
-    shape = organ_fraction.shape
     if vessel_hu is None:
         vessel_hu = float(rng.uniform(*vessel_hu_range))
-    # Tissues mixed by volume fraction, in place to keep full-size temporaries few:
-    # outside texture, then parenchyma by organ fraction, tumours, vessels on top.
-    image = smooth_random_field(shape, n_control=5, seed=rng)
+    image = _mix_tissues(organ_fraction, vessel_fraction, tumour, rng, parenchyma_hu=parenchyma_hu,
+                         vessel_hu=vessel_hu, tumour_hu=tumour_hu, outside_hu=outside_hu)
+    if psf_fwhm_mm > 0:
+        image = _inplane_gaussian(image, psf_fwhm_mm, spacing)
+    _add_inhomogeneity(image, rng, bias_gain, bias_offset_hu)
+    if noise_hu > 0:
+        image += _noise(image.shape, rng, noise_hu, noise_fwhm_mm, spacing)
+    return image
+
+
+def _mix_tissues(organ_fraction: np.ndarray, vessel_fraction: np.ndarray, tumour: np.ndarray | None,
+                 rng: np.random.Generator, *, parenchyma_hu: float, vessel_hu: float, tumour_hu: float,
+                 outside_hu: float) -> np.ndarray:
+    """Tissues mixed by volume fraction: outside texture, parenchyma, tumours, vessels on top.
+
+    In place, to keep full-size temporaries few.
+    """
+    image = smooth_random_field(organ_fraction.shape, n_control=5, seed=rng)
     image *= np.float32(25.0)
     image += np.float32(outside_hu)
     organ_part = np.float32(parenchyma_hu) - image
@@ -235,28 +249,33 @@ def ct_image(
     in_vessel = np.flatnonzero(vessel_fraction)
     share = vessel_fraction.reshape(-1)[in_vessel]
     flat[in_vessel] += share * (np.float32(vessel_hu) - flat[in_vessel])
-    if psf_fwhm_mm > 0:
-        image = _inplane_gaussian(image, psf_fwhm_mm, spacing)
-    if bias_gain > 0:
-        gain = smooth_random_field(shape, n_control=3, seed=rng)
-        gain *= np.float32(bias_gain)
+    return image
+
+
+def _add_inhomogeneity(image: np.ndarray, rng: np.random.Generator, gain_sd: float, offset_sd_hu: float) -> None:
+    """Smooth multiplicative gain around 1, then smooth additive offset (scanner and contrast), in place."""
+    if gain_sd > 0:
+        gain = smooth_random_field(image.shape, n_control=3, seed=rng)
+        gain *= np.float32(gain_sd)
         gain += np.float32(1.0)
         image *= gain
         del gain
-    if bias_offset_hu > 0:
-        offset = smooth_random_field(shape, n_control=3, seed=rng)
-        offset *= np.float32(bias_offset_hu)
+    if offset_sd_hu > 0:
+        offset = smooth_random_field(image.shape, n_control=3, seed=rng)
+        offset *= np.float32(offset_sd_hu)
         image += offset
-        del offset
-    if noise_hu > 0:
-        noise = rng.standard_normal(shape, dtype=np.float32)
-        if noise_fwhm_mm > 0:
-            # Smoothing white noise divides its SD by the kernel's L2 norm; undo that.
-            noise = _inplane_gaussian(noise, noise_fwhm_mm, spacing)
-            noise /= np.float32(np.prod([np.linalg.norm(_gaussian_weights(noise_fwhm_mm, s)) for s in spacing[1:]]))
-        noise *= np.float32(noise_hu)
-        image += noise
-    return image
+
+
+def _noise(shape: tuple[int, ...], rng: np.random.Generator, sd_hu: float, fwhm_mm: float,
+           spacing: np.ndarray) -> np.ndarray:
+    """Gaussian noise of standard deviation ``sd_hu`` per voxel, white or correlated in-plane."""
+    noise = rng.standard_normal(shape, dtype=np.float32)
+    if fwhm_mm > 0:
+        # Smoothing white noise divides its SD by the kernel's L2 norm; undo that.
+        noise = _inplane_gaussian(noise, fwhm_mm, spacing)
+        noise /= np.float32(np.prod([np.linalg.norm(_gaussian_weights(fwhm_mm, s)) for s in spacing[1:]]))
+    noise *= np.float32(sd_hu)
+    return noise
 
 
 def _inplane_gaussian(volume: np.ndarray, fwhm_mm: float, spacing: np.ndarray) -> np.ndarray:
