@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .errors import InputError
+from .validation import check_n_scales
 
 #: Key of ``dataset.json`` that names the scale labels of the decomposed structure.
 SCALES_KEY = "scales"
@@ -72,9 +73,7 @@ def scale_names(n_scales: int) -> tuple[str, ...]:
     >>> scale_names(4)
     ('small', 'medium1', 'medium2', 'large')
     """
-    if int(n_scales) != n_scales or n_scales < 2:
-        raise ValueError(f"n_scales must be an integer of at least 2, got {n_scales}")
-    n_scales = int(n_scales)
+    n_scales = check_n_scales(n_scales)
     if n_scales == 2:
         return ("small", "large")
     if n_scales == 3:

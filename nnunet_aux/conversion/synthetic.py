@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..validation import check_spacing
 from .image_io import Geometry
 from .labels import plan_labels
 from .paths import dataset_name
@@ -157,8 +157,7 @@ def write_synthetic_dataset(
         raise InputError(f"shape and spacing need 3 values (z, y, x), got {shape} and {spacing}")
     if min(shape) < MIN_SHAPE:
         raise InputError(f"shape must be at least {MIN_SHAPE} voxels along each axis, got {list(shape)}")
-    if not all(math.isfinite(s) and s > 0 for s in spacing):
-        raise InputError(f"spacing must be 3 positive finite numbers (mm), got {list(spacing)}")
+    spacing = check_spacing(spacing)
     # Independent, reproducible seeds per case; test cases never repeat a training case.
     seeds = np.random.SeedSequence(seed).generate_state(n_train + n_test).tolist()
     jobs = [

@@ -24,6 +24,7 @@ import SimpleITK as sitk
 
 from ..dataset_format import REPORT_FILENAME, scale_names, write_dataset_json, write_json_atomic
 from ..errors import InputError
+from ..validation import check_n_scales, check_quantile_levels, check_thresholds
 from .image_io import Geometry, link_or_copy, write_array, write_image
 from .labels import LabelPlan
 from .parallel import run_parallel
@@ -61,32 +62,19 @@ class DecompositionSettings:
     quantiles: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        if not _is_whole(self.n_scales) or self.n_scales < 2:
-            raise InputError(f"the number of scales must be an integer of at least 2, got {self.n_scales!r}")
+        check_n_scales(self.n_scales)
         if self.thresholds not in THRESHOLD_MODES:
             raise InputError(f"thresholds must be one of {THRESHOLD_MODES}, got {self.thresholds!r}")
         if not _is_whole(self.m_neighbours) or self.m_neighbours < 1:
             raise InputError(f"m_neighbours must be a positive integer, got {self.m_neighbours!r}")
-        for what, values in (("fixed radii", self.fixed_radii_mm), ("quantile levels", self.quantiles)):
-            if values is not None and not all(isinstance(v, Real) and math.isfinite(v) for v in values):
-                raise InputError(f"{what} must be finite numbers, got {list(values)}")
         if self.thresholds == "fixed":
-            radii = self.fixed_radii_mm
-            if radii is None or len(radii) != self.n_scales - 1:
-                raise InputError(
-                    f"fixed thresholds need {self.n_scales - 1} radii in mm for {self.n_scales} scales, "
-                    f"got {None if radii is None else list(radii)}"
-                )
-            if any(r <= 0 for r in radii) or any(b <= a for a, b in zip(radii, radii[1:])):
-                raise InputError(f"fixed radii must be positive and increasing, got {list(radii)}")
+            if self.fixed_radii_mm is None:
+                raise InputError(f"fixed thresholds need {self.n_scales - 1} radii in mm for {self.n_scales} scales")
+            check_thresholds(self.fixed_radii_mm, self.n_scales, what="radii")
         elif self.fixed_radii_mm is not None:
             raise InputError("fixed radii given, but the threshold mode is not 'fixed'")
         if self.quantiles is not None:
-            q = tuple(self.quantiles)
-            if len(q) != self.n_scales - 1:
-                raise InputError(f"need {self.n_scales - 1} quantile levels for {self.n_scales} scales, got {list(q)}")
-            if any(not 0 < v < 1 for v in q) or any(b <= a for a, b in zip(q, q[1:])):
-                raise InputError(f"quantile levels must increase strictly inside (0, 1), got {list(q)}")
+            check_quantile_levels(self.quantiles, self.n_scales)
 
 
 def _is_whole(value: Any) -> bool:

@@ -55,35 +55,6 @@ def check_masks(*masks: np.ndarray, names: Sequence[str] | None = None) -> tuple
     return tuple(arrays)
 
 
-def check_spacing(spacing: Sequence[float] | float | None, ndim: int) -> tuple[float, ...]:
-    """Voxel spacing as a tuple of ``ndim`` positive floats (default: 1 along every axis).
-
-    Parameters
-    ----------
-    spacing : float or sequence of float or None
-        Spacing along each array axis, in the axis order of the array (``(z, y, x)`` for a
-        volume read with SimpleITK's ``GetArrayFromImage``). A scalar applies to all axes.
-    ndim : int
-        Number of array dimensions.
-
-    Returns
-    -------
-    spacing : tuple of float
-    """
-    if spacing is None:
-        return (1.0,) * ndim
-    values = np.atleast_1d(np.asarray(spacing, dtype=float))
-    if values.ndim != 1:
-        raise InputError(f"spacing must be a scalar or a sequence of numbers, got {spacing!r}")
-    if values.size == 1:
-        values = np.repeat(values, ndim)
-    if values.size != ndim:
-        raise InputError(f"spacing must have one value per axis ({ndim}), got {len(values)}: {spacing!r}")
-    if not np.all(np.isfinite(values)) or np.any(values <= 0):
-        raise InputError(f"spacing values must be positive and finite, got {spacing!r}")
-    return tuple(float(v) for v in values)
-
-
 def bounding_box(*masks: np.ndarray, pad: int = 1) -> tuple[slice, ...] | None:
     """Slices of the smallest box holding every foreground voxel of the masks, padded.
 

@@ -6,7 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ._validation import check_masks, check_spacing
+from ..validation import check_spacing
+from ._validation import check_masks
 from .cldice import cldice
 from .components import count_components, missed_components
 from .overlap import dice_coefficient, jaccard_index

@@ -15,7 +15,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..errors import InputError
-from ._validation import bounding_box, check_masks, check_spacing
+from ..validation import check_spacing
+from ._validation import bounding_box, check_masks
 
 
 def _check_scales(scales: Mapping[str, int]) -> dict[str, int]:

@@ -32,7 +32,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..errors import InputError
-from ._validation import bounding_box, check_masks, check_spacing, crop_padded
+from ..validation import check_spacing
+from ._validation import bounding_box, check_masks, crop_padded
 
 
 def surface_voxels(mask: np.ndarray) -> np.ndarray:

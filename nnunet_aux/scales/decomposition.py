@@ -12,6 +12,7 @@ from scipy.spatial import cKDTree
 from tqdm.auto import tqdm
 
 from ..errors import InputError
+from ..validation import check_n_scales, check_spacing, check_thresholds
 from ._voxel_graph import adjacency_edges, connected_groups
 from .branches import split_branches
 from .cross_section import cross_section_radii
@@ -178,7 +179,7 @@ def decompose_vessels(
     mask : (M, N, P) ndarray
         Binary vessel mask: bool, or numbers that are all 0 or 1.
     spacing : float or sequence of 3 float, optional
-        Voxel size in mm along each axis, within :data:`SPACING_RANGE_MM`.
+        Voxel size in mm along each axis, within :data:`nnunet_aux.validation.SPACING_RANGE_MM`.
     n_scales : int, optional
         Number of scales ``S >= 2``.
     m_neighbours : int, optional
@@ -244,11 +245,11 @@ def decompose_vessels(
     (1, 2)
     """
     mask = _check_mask(mask)
-    spacing = _check_spacing(spacing)
-    n_scales = _check_n_scales(n_scales)
+    spacing = check_spacing(spacing)
+    n_scales = check_n_scales(n_scales)
     if thresholds is not None and quantiles is not None:
         raise ValueError("give either fixed thresholds or quantile levels, not both")
-    fixed = None if thresholds is None else _check_thresholds(thresholds, n_scales)
+    fixed = None if thresholds is None else check_thresholds(thresholds, n_scales)
     if quantiles is not None:
         quantile_thresholds([], n_scales, quantiles)  # validates the levels early
     if radius_estimate not in RADIUS_ESTIMATES:
@@ -337,7 +338,7 @@ def _with_scales(result: ScaleDecomposition, thresholds_mm: Sequence[float],
     if thresholds.size == 0:
         raise ValueError("need at least one threshold (two scales)")
     n_scales = thresholds.size + 1
-    thresholds = _check_thresholds(thresholds, n_scales)
+    thresholds = check_thresholds(thresholds, n_scales)
     branch_scale = scale_of_radius(result.branch_radii_mm, thresholds)
     lookup = np.concatenate([[0], branch_scale]).astype(np.uint8)
     branch_ids = result.branch_ids.reshape(-1)
@@ -426,43 +427,3 @@ def _check_mask(mask: np.ndarray) -> np.ndarray:
     if np.any((mask != 0) & (mask != 1)):  # NaN is neither; same policy as the evaluation's masks
         raise InputError("mask must be binary (only 0 and 1); for a label map pass e.g. `labels == vessel_label`")
     return mask != 0
-
-
-#: Voxel sizes (mm) the decomposition is checked to work with; beyond them products of
-#: coordinates overflow or underflow (1e300 mm gives IndexError, 1e-300 mm LinAlgError).
-SPACING_RANGE_MM = (1e-6, 1e6)
-
-
-def _check_spacing(spacing: Sequence[float] | float) -> tuple[float, float, float]:
-    low, high = SPACING_RANGE_MM
-    message = (f"spacing must be one or three finite numbers from {low:g} to {high:g} (mm), "
-               f"got {spacing!r}")
-    if isinstance(spacing, (str, bytes)):
-        raise InputError(message)
-    try:
-        values = np.asarray(spacing, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(message) from None
-    if values.ndim == 0:
-        values = np.full(3, float(values))
-    if values.shape != (3,) or not np.all(np.isfinite(values)) or np.any(values < low) or np.any(values > high):
-        raise InputError(message)
-    return tuple(float(v) for v in values)  # type: ignore[return-value]
-
-
-def _check_n_scales(n_scales: int) -> int:
-    message = f"n_scales must be an integer >= 2, got {n_scales!r}"
-    if isinstance(n_scales, bool) or not isinstance(n_scales, Real):
-        raise InputError(message)
-    if not np.isfinite(n_scales) or int(n_scales) != n_scales or n_scales < 2:
-        raise InputError(message)
-    return int(n_scales)
-
-
-def _check_thresholds(thresholds: Sequence[float], n_scales: int) -> np.ndarray:
-    values = np.asarray(thresholds, dtype=np.float64).ravel()
-    if values.size != n_scales - 1:
-        raise ValueError(f"need {n_scales - 1} thresholds for {n_scales} scales, got {values.size}")
-    if not np.all(np.isfinite(values)) or np.any(values < 0) or np.any(np.diff(values) < 0):
-        raise ValueError(f"thresholds must be finite, >= 0 and non-decreasing, got {values.tolist()}")
-    return values

@@ -6,6 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..validation import check_n_scales, check_quantile_levels, check_thresholds
+
 
 def default_quantiles(n_scales: int) -> tuple[float, ...]:
     """Quantile levels of the ``n_scales - 1`` thresholds.
@@ -37,8 +39,7 @@ def default_quantiles(n_scales: int) -> tuple[float, ...]:
     >>> default_quantiles(2)
     (0.5,)
     """
-    if n_scales < 2:
-        raise ValueError(f"n_scales must be at least 2, got {n_scales}")
+    n_scales = check_n_scales(n_scales)
     if n_scales == 2:
         return (0.5,)
     return tuple(float(q) for q in np.linspace(0.25, 0.75, n_scales - 1))
@@ -76,11 +77,7 @@ def quantile_thresholds(
     >>> quantile_thresholds([1, 2, 3, 4, 5], n_scales=3)
     array([2., 4.])
     """
-    levels = default_quantiles(n_scales) if quantiles is None else tuple(quantiles)
-    if len(levels) != n_scales - 1:
-        raise ValueError(f"need {n_scales - 1} quantile levels for {n_scales} scales, got {len(levels)}")
-    if any(not 0 < q < 1 for q in levels) or any(b <= a for a, b in zip(levels, levels[1:])):
-        raise ValueError(f"quantile levels must increase strictly inside (0, 1), got {levels}")
+    levels = default_quantiles(n_scales) if quantiles is None else check_quantile_levels(quantiles, n_scales)
     radii = np.asarray(radii_mm, dtype=np.float64).ravel()
     if radii.size == 0:
         return np.zeros(n_scales - 1)
@@ -111,6 +108,5 @@ def scale_of_radius(radius_mm: np.ndarray | float, thresholds_mm: Sequence[float
     array([1, 2, 2, 3], dtype=uint8)
     """
     t = np.asarray(thresholds_mm, dtype=np.float64).ravel()
-    if np.any(np.diff(t) < 0):
-        raise ValueError(f"thresholds must be non-decreasing, got {t.tolist()}")
+    t = check_thresholds(t, t.size + 1)
     return (np.digitize(np.asarray(radius_mm, dtype=np.float64), t, right=False) + 1).astype(np.uint8)

@@ -8,11 +8,12 @@ from typing import Sequence
 import numpy as np
 
 from ..scales import quantile_thresholds, scale_of_radius
+from ..validation import check_n_scales, check_spacing
 from .image import ct_image, organ_fraction, tumour_blobs
 from .organ import Ellipsoid, random_organ_ellipsoid
 from .presets import SyntheticPreset, get_preset
 from .rasterize import rasterize_segments, slice_profile_fraction
-from .tree import Segment, _check_shape, _check_spacing, generate_tree
+from .tree import Segment, _check_shape, generate_tree
 
 
 @dataclass(eq=False)
@@ -180,10 +181,9 @@ def generate_case(
     """
     regime = get_preset(preset)
     shape = _check_shape(regime.shape if shape is None else shape)
-    spacing = _check_spacing(regime.spacing if spacing is None else spacing)
+    spacing = check_spacing(regime.spacing if spacing is None else spacing)
     noise_hu = regime.noise_hu if noise_hu is None else noise_hu
-    if n_scales < 2:
-        raise ValueError(f"n_scales must be at least 2, got {n_scales}")
+    n_scales = check_n_scales(n_scales)
     organ_rng, tree_rng, tumour_rng, image_rng = np.random.default_rng(seed).spawn(4)
 
     ellipsoid = random_organ_ellipsoid(shape, spacing, seed=organ_rng)

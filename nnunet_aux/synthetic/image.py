@@ -7,9 +7,10 @@ from typing import Sequence
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from ..validation import check_spacing
 from .organ import Ellipsoid, smooth_random_field
 from .rasterize import FWHM_PER_SIGMA
-from .tree import _check_shape, _check_spacing
+from .tree import _check_shape
 
 
 def organ_fraction(
@@ -48,7 +49,7 @@ def organ_fraction(
     (1.0, 0.0, 0.5)
     """
     shape = _check_shape(shape)
-    spacing = np.asarray(_check_spacing(spacing))
+    spacing = np.asarray(check_spacing(spacing))
     centre = np.asarray(organ.centre_mm)
     axes = np.asarray(organ.semi_axes_mm)
     z2, y2, x2 = (((np.arange(n) * s - c) / a).astype(np.float32) ** 2
@@ -107,7 +108,7 @@ def tumour_blobs(
     organ_mask = np.asarray(organ_mask, dtype=bool)
     if organ_mask.ndim != 3:
         raise ValueError(f"organ_mask must be 3-D, got shape {organ_mask.shape}")
-    spacing = np.asarray(_check_spacing(spacing))
+    spacing = np.asarray(check_spacing(spacing))
     rng = np.random.default_rng(seed)
     tumour = np.zeros(organ_mask.shape, dtype=bool)
     if not organ_mask.any():
@@ -215,7 +216,7 @@ def ct_image(
                          "must be 3-D arrays of one shape")
     if tumour is not None and np.shape(tumour) != organ_fraction.shape:
         raise ValueError(f"tumour has shape {np.shape(tumour)}, expected {organ_fraction.shape}")
-    spacing = np.asarray(_check_spacing(spacing))
+    spacing = np.asarray(check_spacing(spacing))
     rng = np.random.default_rng(seed)
     if vessel_hu is None:
         vessel_hu = float(rng.uniform(*vessel_hu_range))

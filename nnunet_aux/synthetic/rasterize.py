@@ -8,7 +8,8 @@ from typing import Sequence
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from .tree import Segment, _check_shape, _check_spacing
+from ..validation import check_spacing
+from .tree import Segment, _check_shape
 
 # FWHM of a Gaussian over its standard deviation, 2 sqrt(2 ln 2).
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
@@ -63,7 +64,7 @@ def rasterize_segments(
     27
     """
     shape = _check_shape(shape)
-    spacing_arr = np.asarray(_check_spacing(spacing))
+    spacing_arr = np.asarray(check_spacing(spacing))
     if edge_mm is None:
         edge_mm = float(np.prod(spacing_arr) ** (1 / 3))
     if edge_mm <= 0:
@@ -148,7 +149,7 @@ def slice_profile_fraction(
     1.0
     """
     shape = _check_shape(shape)
-    sz, sy, sx = _check_spacing(spacing)
+    sz, sy, sx = check_spacing(spacing)
     if slice_fwhm_mm <= 0:
         raise ValueError(f"slice_fwhm_mm must be positive, got {slice_fwhm_mm}")
     k = max(1, int(np.ceil(sz / min(sy, sx) - 1e-9)))

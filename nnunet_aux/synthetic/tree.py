@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ..validation import check_spacing
 from .organ import Ellipsoid, _extent_mm, random_organ_ellipsoid
 
 
@@ -240,7 +241,7 @@ def generate_tree(
     True
     """
     shape = _check_shape(shape)
-    spacing = _check_spacing(spacing)
+    spacing = check_spacing(spacing)
     rng = np.random.default_rng(seed)
     if min_radius_mm <= 0:
         raise ValueError(f"min_radius_mm must be positive, got {min_radius_mm}")
@@ -491,10 +492,3 @@ def _check_shape(shape: Sequence[int]) -> tuple[int, int, int]:
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"shape must be 3 positive ints, got {shape}")
     return shape
-
-
-def _check_spacing(spacing: Sequence[float]) -> tuple[float, float, float]:
-    spacing = tuple(float(s) for s in spacing)
-    if len(spacing) != 3 or not all(s > 0 for s in spacing):
-        raise ValueError(f"spacing must be 3 positive numbers (mm), got {spacing}")
-    return spacing
