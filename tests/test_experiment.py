@@ -30,7 +30,7 @@ from nnunet_aux.experiment import (
     write_table_csv,
 )
 from nnunet_aux.experiment.commands import environment_with_trainer_path, train_command
-from nnunet_aux.experiment.layout import dataset_name
+from nnunet_aux.experiment.layout import find_dataset_name
 from nnunet_aux.training import trainer_path
 
 # ---------------------------------------------------------------------------------------
@@ -199,14 +199,14 @@ def test_environment_with_trainer_path():
 def test_dataset_name_errors(tmp_path):
     (tmp_path / "pre" / "Dataset012_A").mkdir(parents=True)
     (tmp_path / "raw" / "Dataset013_B").mkdir(parents=True)
-    assert dataset_name("12", tmp_path / "pre") == "Dataset012_A"
-    assert dataset_name("Dataset012_A", tmp_path / "pre") == "Dataset012_A"
+    assert find_dataset_name("12", tmp_path / "pre") == "Dataset012_A"
+    assert find_dataset_name("Dataset012_A", tmp_path / "pre") == "Dataset012_A"
     with pytest.raises(InputError, match="unknown dataset 14"):
-        dataset_name(14, tmp_path / "pre", tmp_path / "raw")
+        find_dataset_name(14, tmp_path / "pre", tmp_path / "raw")
     with pytest.raises(InputError, match="nnUNetv2_plan_and_preprocess -d 13"):
-        dataset_name(13, tmp_path / "pre", tmp_path / "raw")
+        find_dataset_name(13, tmp_path / "pre", tmp_path / "raw")
     with pytest.raises(InputError, match="ID"):
-        dataset_name("twelve", tmp_path / "pre")
+        find_dataset_name("twelve", tmp_path / "pre")
 
 
 # ---------------------------------------------------------------------------------------

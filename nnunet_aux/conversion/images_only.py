@@ -36,7 +36,7 @@ from .paths import (_NAME, check_not_source_id, check_target_free, raw_root as _
 from .staging import staged_folder
 
 #: the file beside dataset.json that says where every case came from
-REPORT_FILENAME = "images_only_report.json"
+IMAGES_ONLY_REPORT_FILENAME = "images_only_report.json"
 LABELS = {"background": 0, "image": 1}
 
 
@@ -211,7 +211,7 @@ def make_images_only_dataset(
         write_json_atomic({
             "label": _label_rule(foreground_threshold), "sources": [str(f) for f, _ in resolved],
             "include_test": bool(include_test), "cases": {c.identifier: list(c.files) for c in cases},
-        }, out / REPORT_FILENAME)
+        }, out / IMAGES_ONLY_REPORT_FILENAME)
     return root / name
 
 

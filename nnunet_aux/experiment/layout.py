@@ -55,7 +55,7 @@ def nnunet_folder(variable: str, env: dict[str, str] | None = None) -> Path:
     return Path(value)
 
 
-def dataset_name(dataset: int | str, preprocessed: str | os.PathLike, raw: str | os.PathLike | None = None) -> str:
+def find_dataset_name(dataset: int | str, preprocessed: str | os.PathLike, raw: str | os.PathLike | None = None) -> str:
     """The folder name ``DatasetXXX_Name`` of a dataset ID (or name) in ``nnUNet_preprocessed``.
 
     Parameters
@@ -81,7 +81,7 @@ def dataset_name(dataset: int | str, preprocessed: str | os.PathLike, raw: str |
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as d:
     ...     os.mkdir(os.path.join(d, "Dataset007_Tiny"))
-    ...     dataset_name(7, d)
+    ...     find_dataset_name(7, d)
     'Dataset007_Tiny'
     """
     preprocessed = Path(preprocessed)

@@ -33,7 +33,8 @@ from .commands import (
     train_command,
 )
 from .fold_evaluation import evaluate_fold
-from .layout import FINISHED, check_folds, dataset_name, fold_state, nnunet_folder, trainer_folder, validation_cases
+from .layout import (FINISHED, check_folds, find_dataset_name, fold_state, nnunet_folder, trainer_folder,
+                     validation_cases)
 from .table import build_table, fold_values, format_markdown, table_columns, write_per_fold_csv, write_table_csv
 
 logger = logging.getLogger(__name__)
@@ -288,7 +289,7 @@ def _checked_experiment(dataset, trainers, folds, configuration, plans, device, 
     env = environment_with_trainer_path(env)
     preprocessed_root = nnunet_folder("nnUNet_preprocessed", env)
     results_root = nnunet_folder("nnUNet_results", env)
-    name = dataset_name(dataset, preprocessed_root, env.get("nnUNet_raw"))
+    name = find_dataset_name(dataset, preprocessed_root, env.get("nnUNet_raw"))
     preprocessed = preprocessed_root / name
     _check_plans(preprocessed, plans, configuration)
     for required in (preprocessed / "gt_segmentations", preprocessed / "dataset.json"):
