@@ -12,21 +12,8 @@
 - :mod:`.soft_cldice`: soft skeletons and the soft-clDice loss (Shit et al. 2021).
 """
 
-from .clef import (
-    CLEFDiscriminativeLoss,
-    CLEFEquivarianceLoss,
-    PlaneTransforms,
-    RandomPlaneAffine,
-    affine_matrix,
-    affine_sampling_grid,
-    affine_warp,
-    decoding_loss,
-    discriminative_loss,
-    discriminative_loss_at,
-    draw_voxels,
-    equivariance_loss,
-    valid_sampling_mask,
-)
+from . import clef
+from .clef import *  # noqa: F401,F403  (CLEF's losses and random affine transform)
 from .contrastive import ScaleContrastiveLoss, scale_contrastive_loss
 from .focal import FocalLoss, binary_focal_loss
 from .sampling import gather_voxels, sample_simsiam_voxels, sample_voxels, voxel_hardness
@@ -35,19 +22,7 @@ from .skeleton_recall import skeleton_recall_loss, soft_skeleton_recall
 from .soft_cldice import soft_cldice, soft_cldice_loss, soft_dilate, soft_erode, soft_open, soft_skeleton
 
 __all__ = [
-    "CLEFDiscriminativeLoss",
-    "CLEFEquivarianceLoss",
-    "PlaneTransforms",
-    "RandomPlaneAffine",
-    "affine_matrix",
-    "affine_sampling_grid",
-    "affine_warp",
-    "decoding_loss",
-    "discriminative_loss",
-    "discriminative_loss_at",
-    "draw_voxels",
-    "equivariance_loss",
-    "valid_sampling_mask",
+    *clef.__all__,
     "FocalLoss",
     "ScaleContrastiveLoss",
     "VoxelSimSiamLoss",

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._numerics import attached_zero, autocast_disabled
-from .sampling import _SAMPLING_MODES, gather_voxels, sample_voxels
+from .sampling import _SAMPLING_MODES, _check_voxel_classes, gather_voxels, sample_voxels
 
 __all__ = ["scale_contrastive_loss", "ScaleContrastiveLoss", "sample_voxels"]
 
@@ -94,13 +94,7 @@ def scale_contrastive_loss(
     """
     if embeddings.ndim != 2:
         raise ValueError(f"embeddings must be (N, C), got shape {tuple(embeddings.shape)}")
-    if classes.ndim != 1 or classes.shape[0] != embeddings.shape[0]:
-        raise ValueError(
-            f"classes must be (N,) with N = {embeddings.shape[0]}, "
-            f"got shape {tuple(classes.shape)}"
-        )
-    if classes.is_floating_point() or classes.dtype == torch.bool:
-        raise ValueError(f"classes must have an integer dtype, got {classes.dtype}")
+    _check_voxel_classes(classes, embeddings.shape[0])
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature!r}")
 

@@ -29,6 +29,14 @@ def _check_label_tensor(labels: torch.Tensor, name: str = "labels") -> None:
         raise ValueError(f"{name} must have a batch dimension, got a 0-d tensor")
 
 
+def _check_voxel_classes(classes: torch.Tensor, n: int) -> None:
+    """``classes`` of ``n`` voxels: an integer tensor of shape ``(n,)``."""
+    if classes.ndim != 1 or classes.shape[0] != n:
+        raise ValueError(f"classes must be (N,) with N = {n}, got shape {tuple(classes.shape)}")
+    if classes.is_floating_point() or classes.dtype == torch.bool:
+        raise ValueError(f"classes must have an integer dtype, got {classes.dtype}")
+
+
 def _check_same_shape(other: torch.Tensor | None, labels: torch.Tensor, name: str) -> None:
     if other is not None and tuple(other.shape) != tuple(labels.shape):
         raise ValueError(

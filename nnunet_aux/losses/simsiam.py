@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._numerics import attached_zero, autocast_disabled
-from .sampling import _element_offsets, _gather_at, sample_simsiam_voxels, sample_simsiam_voxels_layers
+from .sampling import (_check_voxel_classes, _element_offsets, _gather_at, sample_simsiam_voxels,
+                       sample_simsiam_voxels_layers)
 
 __all__ = [
     "simsiam_class_weights",
@@ -149,13 +150,7 @@ def voxel_simsiam_loss(
             "predictions and projections must both be (N, C), got shapes "
             f"{tuple(predictions.shape)} and {tuple(projections.shape)}"
         )
-    if classes.ndim != 1 or classes.shape[0] != predictions.shape[0]:
-        raise ValueError(
-            f"classes must be (N,) with N = {predictions.shape[0]}, "
-            f"got shape {tuple(classes.shape)}"
-        )
-    if classes.is_floating_point() or classes.dtype == torch.bool:
-        raise ValueError(f"classes must have an integer dtype, got {classes.dtype}")
+    _check_voxel_classes(classes, predictions.shape[0])
     if pair_reduction not in _PAIR_REDUCTIONS:
         raise ValueError(
             f"pair_reduction must be one of {_PAIR_REDUCTIONS}, got {pair_reduction!r}"
