@@ -105,8 +105,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="worker processes for data writing, preprocessing and evaluation (default: min(2, CPUs))")
     p.add_argument("--tolerance", type=float, default=0.03,
                    help="skip the equal-wall-time run when t_stock / t_trainer is within this of 1 (default 0.03)")
+    p.add_argument("--step-ratio", nargs="+", default=[], metavar="TRAINER=R",
+                   help="fix a trainer's step time relative to stock for the equal-wall-time budget, e.g. "
+                        "nnUNetTrainerScaleContrastiveLite=1.16 from benchmarks/bench_trainers.py, instead of the "
+                        "median step times of the (a) runs (use it when other work shares the machine)")
     p.add_argument("--verbose", action="store_true", help="show nnU-Net's own output (always in the logs)")
     return p.parse_args(argv)
+
+
+def parse_step_ratios(items: list[str]) -> tuple[tuple[str, float], ...]:
+    """``["Trainer=1.16", ...]`` as ``(("Trainer", 1.16), ...)``."""
+    ratios = []
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            ratio = float(value)
+        except ValueError:
+            ratio = float("nan")
+        if not name or not ratio > 0:
+            raise SystemExit(f"--step-ratio {item!r}: expected TRAINER=R with R > 0")
+        ratios.append((name, ratio))
+    return tuple(ratios)
 
 
 def available_trainers(names: list[str]) -> list[str]:
@@ -140,7 +159,8 @@ def make_settings(args: argparse.Namespace, argv: list[str]) -> Settings:
                         iterations=pick("iterations"), epochs=pick("epochs"), val_iterations=pick("val_iterations"),
                         n_train=pick("n_train"), n_test=pick("n_test"), data_seed=args.data_seed,
                         workdir=workdir.absolute(), device=device, num_processes=args.num_processes,
-                        tolerance=args.tolerance, verbose=args.verbose,
+                        tolerance=args.tolerance, step_ratios=parse_step_ratios(args.step_ratio),
+                        verbose=args.verbose,
                         command="python " + " ".join(shlex.quote(a) for a in ["benchmarks/outcome.py", *argv]))
     check_settings(settings)
     return settings

@@ -82,6 +82,9 @@ class Settings:
     device: str
     num_processes: int
     tolerance: float = 0.03
+    #: step time relative to stock per trainer, fixed from a controlled measurement (``bench_trainers.py``)
+    #: instead of the wall times of the (a) runs, which other load on the machine distorts
+    step_ratios: tuple[tuple[str, float], ...] = ()
     verbose: bool = False
     command: str = ""
 
@@ -349,16 +352,21 @@ class Benchmark:
                 self.say(f"[{regime.name}] seed {seed}: no stock run, so no equal-wall-time runs")
                 continue
             self.say(f"[{regime.name}] seed {seed}, (b) equal wall time (stock step {infos[STOCK]['step_s']:.2f} s)")
+            fixed = dict(self.s.step_ratios)
             for trainer, info in infos.items():
                 if trainer == STOCK or info is None:
                     continue
-                n = wall_time_iterations(epochs * ipe, infos[STOCK]["step_s"], info["step_s"], self.s.tolerance)
+                ratio = fixed.get(trainer, info["step_s"] / infos[STOCK]["step_s"])
+                n = wall_time_iterations(epochs * ipe, 1.0, ratio, self.s.tolerance)
+                source = "given" if trainer in fixed else "measured"
                 if n is None:
-                    self.say(f"  {trainer}: step time within {self.s.tolerance:.0%} of stock, (a) stands for (b)")
+                    self.say(f"  {trainer}: step time ({source}) within {self.s.tolerance:.0%} of stock, "
+                             f"(a) stands for (b)")
                     reuse = RunSpec(regime, seed, "equal_time", trainer, epochs, ipe, self.s.val_iterations,
                                     workdir=self.s.workdir)
-                    _write_json(reuse.folder / REUSE_FILE, {"step_ratio": info["step_s"] / infos[STOCK]["step_s"]})
+                    _write_json(reuse.folder / REUSE_FILE, {"step_ratio": ratio, "step_ratio_source": source})
                     continue
+                self.say(f"  {trainer}: step {ratio:.3f} x stock ({source}): {n} iterations")
                 e_b, ipe_b = split_iterations(n, self.s.epochs)
                 self.do_run(RunSpec(regime, seed, "equal_time", trainer, e_b, ipe_b, self.s.val_iterations,
                                     workdir=self.s.workdir))
