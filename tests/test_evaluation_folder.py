@@ -278,3 +278,31 @@ def test_cli_scales_with_multiclass_labels(tmp_path):
     args = parser.parse_args(["evaluate", "-ref", str(ref_dir), "-pred", str(pred_dir), "--scales", "vessel:s=1"])
     with pytest.raises(InputError, match="--scales needs --labels"):
         args.func(args)
+
+
+def test_nnunet_formats_read_with_nnunets_own_readers(tmp_path):
+    """2D PNG and 3D TIFF (spacing in the .json beside it), written by nnU-Net's writers, score as
+    the same arrays do in NIfTI; a 3D TIFF without its spacing file is one clear error."""
+    from nnunetv2.imageio.natural_image_reader_writer import NaturalImage2DIO
+    from nnunetv2.imageio.tif_reader_writer import Tiff3DIO
+
+    ref3 = np.zeros((5, 6, 12), dtype=np.uint8)
+    ref3[2, 2:4, 1:11] = 1
+    pred3 = np.roll(ref3, 1, axis=2)
+    ref2, pred2 = ref3[2:3], pred3[2:3]  # one slice: 20 vessel pixels, 18 shared
+    results = {}
+    for name, io, ref, pred, ending, spacing in (
+            ("png", NaturalImage2DIO, ref2, pred2, ".png", (999, 1, 1)),
+            ("tif", Tiff3DIO, ref3, pred3, ".tif", SPACING_ZYX)):
+        ref_dir, pred_dir = tmp_path / f"{name}_ref", tmp_path / f"{name}_pred"
+        ref_dir.mkdir()
+        pred_dir.mkdir()
+        io().write_seg(ref, str(ref_dir / f"a{ending}"), {"spacing": spacing})
+        io().write_seg(pred, str(pred_dir / f"a{ending}"), {"spacing": spacing})
+        summary = evaluate_folders(ref_dir, pred_dir, None, labels={"vessel": 1}, num_processes=1, progress=False)
+        results[name] = summary["metric_per_case"][0]["metrics"]["vessel"]
+    assert results["png"]["dice"] == pytest.approx(18 / 20) and results["png"]["hd"] == pytest.approx(1.0)
+    assert results["tif"]["dice"] == pytest.approx(18 / 20) and results["tif"]["hd"] == pytest.approx(SPACING_XYZ[0])
+    (tmp_path / "tif_pred" / "a.json").unlink()
+    with pytest.raises(InputError, match="a.tif"):
+        evaluate_folders(tmp_path / "tif_ref", tmp_path / "tif_pred", None, labels={"vessel": 1}, progress=False)

@@ -19,7 +19,8 @@ DESCRIPTION = """\
 Evaluate predicted segmentations against references: Dice, Jaccard, clDice, HD, HD95,
 ASSD (mm), voxel and connected-component counts, missed reference components, and for
 vessel regions with scales, per-scale recall and Dice. Files are matched by case name
-(case.nii.gz in both folders; .nii.gz, .nii, .nrrd, .mha, .mhd, .gipl). Writes a JSON
+(case.nii.gz in both folders; .nii.gz, .nii, .nrrd, .mha, .mhd, .gipl with SimpleITK, and
+.png, .bmp, .tif, .tiff with nnU-Net's own readers: 3D TIFF needs its spacing .json). Writes a JSON
 summary (per case, and mean/std/median per label) and a CSV beside it (one row per case
 and label).
 
