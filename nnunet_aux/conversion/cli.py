@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Callable
 
 
 
@@ -70,9 +71,44 @@ def _add_common(parser: argparse.ArgumentParser, decomposition: bool = True) -> 
     group.add_argument("--overwrite", action="store_true",
                        help="replace an existing dataset with the same ID (any name)")
     if decomposition:
-        group.add_argument("-np", "--num-processes", type=int, default=_default_processes(), metavar="N",
-                           help="worker processes, one case each")
+        _add_num_processes(group, "worker processes, one case each")
     group.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_num_processes(container: argparse._ActionsContainer, help_text: str) -> None:
+    """``-np``: worker processes (a parser or an argument group), by default one per CPU up to 8."""
+    container.add_argument("-np", "--num-processes", type=int, default=_default_processes(), metavar="N",
+                           help=help_text)
+
+
+def _add_parser(subparsers: argparse._SubParsersAction, name: str,
+                func: Callable[[argparse.Namespace], int] | None, help_text: str,
+                description: str) -> argparse.ArgumentParser:
+    """The parser of one command or ``convert`` source, with this module's help layout; ``func`` runs it."""
+    parser = subparsers.add_parser(name, formatter_class=_Formatter, help=help_text, description=description)
+    if func is not None:  # None: a parser of sub-commands only (``convert``)
+        parser.set_defaults(func=func)
+    return parser
+
+
+def _add_target(parser: argparse.ArgumentParser, named: str) -> None:
+    """``-o``: the dataset to write, by ID (then named ``named``) or full name."""
+    parser.add_argument("-o", "--target", required=True, metavar="DST",
+                        help=f"target: ID (named {named}) or DatasetXXX_Name")
+
+
+def _add_source_and_target(parser: argparse.ArgumentParser, what: str, named: str) -> None:
+    """``-d``: the nnU-Net dataset to read (``what``), and ``-o``: the dataset to write."""
+    parser.add_argument("-d", "--source", required=True, metavar="SRC",
+                        help=f"{what}: ID, DatasetXXX_Name or folder path")
+    _add_target(parser, named)
+
+
+def _add_download_and_target(parser: argparse.ArgumentParser, folder: str, default_id: str, named: str) -> None:
+    """``-i``: the downloaded public dataset (``folder``), and ``-d``: the dataset to write."""
+    parser.add_argument("-i", "--input", required=True, metavar="FOLDER", help=folder)
+    parser.add_argument("-d", "--dataset-id", default=default_id, metavar="ID",
+                        help=f"target ID (named {named}) or DatasetXXX_Name")
 
 
 def _settings(args: argparse.Namespace):
@@ -179,9 +215,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_synth(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "synth", formatter_class=_Formatter,
-        help="write a synthetic scale-decomposed dataset (vessel trees with known radii)",
+    p = _add_parser(
+        subparsers, "synth", run_synth,
+        help_text="write a synthetic scale-decomposed dataset (vessel trees with known radii)",
         description="Write a synthetic dataset: CT-like volumes with vessel trees (and tumours) into "
                     "$nnUNet_raw/DatasetXXX_SyntheticVessels (imagesTr, labelsTr, imagesTs, labelsTs). The "
                     "scales come from the same decomposition users' data get, unless --true-scales.\n\n"
@@ -206,73 +242,58 @@ def _add_synth(subparsers: argparse._SubParsersAction) -> None:
                    help="label the generator's true scales instead of decomposing the vessel masks")
     p.add_argument("--no-tumours", action="store_true", help="no tumour label")
     _add_common(p)
-    p.set_defaults(func=run_synth)
 
 
 def _add_decompose(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "decompose", formatter_class=_Formatter,
-        help="decompose the vessel label of an nnU-Net raw dataset into scales",
+    p = _add_parser(
+        subparsers, "decompose", run_decompose,
+        help_text="decompose the vessel label of an nnU-Net raw dataset into scales",
         description="Turn any nnU-Net raw dataset with a vessel label into a scale-decomposed dataset. "
                     "Images are hard-linked (or copied) unchanged; the other labels are kept and numbered "
                     "after the scales.\n\n" + _DATA_CONTRACT,
     )
-    p.add_argument("-d", "--source", required=True, metavar="SRC",
-                   help="source dataset: ID, DatasetXXX_Name or folder path")
-    p.add_argument("-o", "--target", required=True, metavar="DST",
-                   help="target: ID (named <source name>_scales) or DatasetXXX_Name")
+    _add_source_and_target(p, "source dataset", "<source name>_scales")
     p.add_argument("--vessel-label", default="vessel", metavar="NAME",
                    help="name of the label to decompose, as in the source dataset.json")
     _add_common(p)
-    p.set_defaults(func=run_decompose)
 
 
 def _add_multiclass(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "multiclass", formatter_class=_Formatter,
-        help="make the multi-class baseline variant of a scale-decomposed dataset",
+    p = _add_parser(
+        subparsers, "multiclass", run_multiclass,
+        help_text="make the multi-class baseline variant of a scale-decomposed dataset",
         description="Write the multi-class variant of a scale-decomposed dataset: same (hard-linked) "
                     "files, dataset.json with one class per scale (vessel_small, ...) and no regions; the "
                     "paper's multi-class baseline.",
     )
-    p.add_argument("-d", "--source", required=True, metavar="SRC",
-                   help="scale-decomposed dataset: ID, DatasetXXX_Name or folder path")
-    p.add_argument("-o", "--target", required=True, metavar="DST",
-                   help="target: ID (named <source name>_multiclass) or DatasetXXX_Name")
+    _add_source_and_target(p, "scale-decomposed dataset", "<source name>_multiclass")
     _add_common(p, decomposition=False)
-    p.set_defaults(func=run_multiclass)
 
 
 def _add_convert(subparsers: argparse._SubParsersAction) -> None:
-    convert = subparsers.add_parser(
-        "convert", help="convert a public vessel dataset (MSD hepatic vessel, 3D-IRCADb)", formatter_class=_Formatter,
+    convert = _add_parser(
+        subparsers, "convert", None, help_text="convert a public vessel dataset (MSD hepatic vessel, 3D-IRCADb)",
         description="Convert a public dataset into a scale-decomposed nnU-Net dataset.",
     )
     sources = convert.add_subparsers(dest="source_format", metavar="SOURCE", required=True)
-    p = sources.add_parser(
-        "msd-hepaticvessel", formatter_class=_Formatter,
-        help="Medical Segmentation Decathlon Task08_HepaticVessel",
+    p = _add_parser(
+        sources, "msd-hepaticvessel", run_msd,
+        help_text="Medical Segmentation Decathlon Task08_HepaticVessel",
         description="Convert MSD Task08_HepaticVessel (imagesTr/hepaticvessel_XXX.nii.gz, labelsTr, imagesTs, "
                     "dataset.json; vessel 1, tumour 2). Labels become vessel scales 1..S and tumour S+1.\n\n"
                     + _DATA_CONTRACT,
     )
-    p.add_argument("-i", "--input", required=True, metavar="FOLDER", help="the Task08_HepaticVessel folder")
-    p.add_argument("-d", "--dataset-id", default="508", metavar="ID",
-                   help="target ID (named MSDHepaticVessel) or DatasetXXX_Name")
+    _add_download_and_target(p, "the Task08_HepaticVessel folder", "508", "MSDHepaticVessel")
     _add_common(p)
-    p.set_defaults(func=run_msd)
 
-    p = sources.add_parser(
-        "ircadb", formatter_class=_Formatter,
-        help="3D-IRCADb-01 (DICOM series per patient)",
+    p = _add_parser(
+        sources, "ircadb", run_ircadb,
+        help_text="3D-IRCADb-01 (DICOM series per patient)",
         description="Convert 3D-IRCADb-01: 3Dircadb1.N/PATIENT_DICOM and MASKS_DICOM/<structure> DICOM series "
                     "(zipped or not). Vessel = portal vein + venous system (vena cava where a case has no "
                     "venous system), + artery with --artery. All cases go to imagesTr.\n\n" + _DATA_CONTRACT,
     )
-    p.add_argument("-i", "--input", required=True, metavar="FOLDER",
-                   help="the 3Dircadb1 folder holding 3Dircadb1.1 ... 3Dircadb1.20")
-    p.add_argument("-d", "--dataset-id", default="509", metavar="ID",
-                   help="target ID (named IRCADbVessels) or DatasetXXX_Name")
+    _add_download_and_target(p, "the 3Dircadb1 folder holding 3Dircadb1.1 ... 3Dircadb1.20", "509", "IRCADbVessels")
     p.add_argument("--artery", action="store_true",
                    help="add the hepatic artery to the vessel tree where a case has its mask")
     p.add_argument("--crop-liver", action="store_true",
@@ -281,13 +302,12 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
                    help="margin around the liver box in mm")
     p.add_argument("--liver-label", action="store_true", help="add the liver as a label after the scales")
     _add_common(p)
-    p.set_defaults(func=run_ircadb)
 
 
 def _add_images_only(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "images-only", formatter_class=_Formatter,
-        help="make a dataset of unlabelled images for self-supervised pretraining",
+    p = _add_parser(
+        subparsers, "images-only", run_images_only,
+        help_text="make a dataset of unlabelled images for self-supervised pretraining",
         description="Collect images (nnU-Net datasets or plain folders) into a new nnU-Net raw dataset with dummy "
                     "labels, for nnUNetTrainerCLEFPretrain.\n\n" + _IMAGES_ONLY,
     )
@@ -295,8 +315,7 @@ def _add_images_only(subparsers: argparse._SubParsersAction) -> None:
                    help="sources: nnU-Net datasets (ID, DatasetXXX_Name or folder with dataset.json; their "
                         "imagesTr) or folders of images (files ID_0000.nii.gz ..., or one single-channel case "
                         "per file)")
-    p.add_argument("-o", "--target", required=True, metavar="DST",
-                   help="target: ID (named <source name>_images, or ImagesOnly) or DatasetXXX_Name")
+    _add_target(p, "<source name>_images, or ImagesOnly")
     p.add_argument("--channel-names", nargs="+", default=None, metavar="NAME",
                    help="nnU-Net channel names, one per channel (CT selects CT normalisation); needed when no "
                         "source is an nnU-Net dataset")
@@ -306,6 +325,4 @@ def _add_images_only(subparsers: argparse._SubParsersAction) -> None:
                    help="dummy label only where channel 0 exceeds VALUE (e.g. -500 for CT: the body, as CLEF "
                         "crops); the whole image when not given")
     _add_common(p, decomposition=False)
-    p.add_argument("-np", "--num-processes", type=int, default=_default_processes(), metavar="N",
-                   help="worker processes writing label maps")
-    p.set_defaults(func=run_images_only)
+    _add_num_processes(p, "worker processes writing label maps")

@@ -9,7 +9,7 @@ from ..dataset_format import load_dataset_json
 from ..errors import InputError
 from .labels import plan_labels
 from .paths import target_name
-from .raw_dataset import RawCaseReader
+from .raw_dataset import raw_case_job
 from .writer import CaseJob, DecompositionSettings, write_scale_dataset
 
 MSD_FILE_ENDING = ".nii.gz"
@@ -45,14 +45,8 @@ def msd_jobs(folder: Path) -> list[CaseJob]:
         names = sorted(f.name for f in images_dir.iterdir()
                        if f.name.endswith(MSD_FILE_ENDING) and not f.name.startswith("."))
         for name in names:
-            case_id = name[: -len(MSD_FILE_ENDING)]
-            label = folder / f"labels{split}" / name
-            if not label.is_file():
-                if split == "Tr":
-                    raise InputError(f"missing file {label}")
-                label = None
-            jobs.append(CaseJob(case_id, split, RawCaseReader((str(images_dir / name),),
-                                                              None if label is None else str(label))))
+            jobs.append(raw_case_job(name[: -len(MSD_FILE_ENDING)], split, (images_dir / name,),
+                                     folder / f"labels{split}" / name, label_required=(split == "Tr")))
     return jobs
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
+
 from ..dataset_format import load_dataset_json
 from ..errors import InputError
 from .image_io import check_file_ending, check_same_grid, read_geometry, read_label_map
@@ -87,14 +89,34 @@ def _folder_jobs(folder: Path, split: str, ending: str, n_channels: int, labels_
         for f in images:
             if not f.is_file():
                 raise InputError(f"missing file {f}")
-        label = labels_dir / f"{case_id}{ending}"
-        if not label.is_file():
-            if labels_required:
-                raise InputError(f"missing file {label}")
-            label = None
-        jobs.append(CaseJob(case_id, split, RawCaseReader(tuple(map(str, images)),
-                                                           None if label is None else str(label))))
+        jobs.append(raw_case_job(case_id, split, images, labels_dir / f"{case_id}{ending}", labels_required))
     return jobs
+
+
+def raw_case_job(case_id: str, split: str, images: Sequence[Path], label: Path, label_required: bool) -> CaseJob:
+    """The job of a case in image and label files, read by :class:`RawCaseReader`.
+
+    Parameters
+    ----------
+    case_id : str
+        Case identifier.
+    split : {'Tr', 'Ts'}
+        Where the case goes.
+    images : sequence of Path
+        Image files, channel 0 first.
+    label : Path
+        The case's label file, which may be missing.
+    label_required : bool
+        Stop when ``label`` is missing; otherwise the case has no label.
+
+    Returns
+    -------
+    job : CaseJob
+    """
+    found = label.is_file()
+    if not found and label_required:
+        raise InputError(f"missing file {label}")
+    return CaseJob(case_id, split, RawCaseReader(tuple(map(str, images)), str(label) if found else None))
 
 
 def decompose_dataset(
