@@ -414,35 +414,156 @@ def selected_trainers(requested: Sequence[str] | None) -> List[str]:
     return [name for name in TRAINERS if name == "stock" or name in requested]
 
 
-def main(argv: List[str] | None = None) -> None:
+def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trainers", nargs="+", default=None, metavar="NAME",
                         help=f"trainers to compare with stock (default all): {' '.join(TRAINERS)}")
-    parser.add_argument("--patch", type=int, nargs=3, default=[48, 64, 64])
-    parser.add_argument("--features", type=int, nargs="+", default=[16, 32, 64, 128, 128])
-    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--patch", type=int, nargs=3, default=[48, 64, 64], help="patch size (z y x)")
+    parser.add_argument("--features", type=int, nargs="+", default=[16, 32, 64, 128, 128],
+                        help="features per U-Net stage")
+    parser.add_argument("--batch", type=int, default=2, help="batch size")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per trainer")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per trainer first")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device (default cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic batch")
     parser.add_argument("--no-rss", action="store_true", help="skip the CPU peak-RSS subprocesses")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write every figure to this JSON file")
     parser.add_argument("--_rss-child", dest="rss_child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--_cases", dest="cases", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    names = selected_trainers(args.trainers)
+    return parser.parse_args(argv)
 
-    # nnU-Net reads its paths when first imported: point them at a scratch folder first.
-    scratch = tempfile.TemporaryDirectory(prefix="bench_trainers_")
+
+def point_nnunet_at(scratch: str) -> None:
+    """nnU-Net reads its paths when first imported: point them at a scratch folder first."""
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        os.environ[key] = os.path.join(scratch.name, key)
+        os.environ[key] = os.path.join(scratch, key)
         os.makedirs(os.environ[key], exist_ok=True)
     os.environ.setdefault("nnUNet_compile", "false")
     # initialize() infers the dataset format from the preprocessed folder's file endings; no data is read
     data_folder = os.path.join(os.environ["nnUNet_preprocessed"], "Dataset999_BenchVessels", "nnUNetPlans_3d_fullres")
     os.makedirs(data_folder, exist_ok=True)
     open(os.path.join(data_folder, "placeholder.b2nd"), "w").close()
+
+
+def setup_line(args, trainers, batches, names) -> str:
+    """What the figures were measured on."""
+    line = (f"device {args.device}, {torch_threads()} threads, "
+            f"torch.compile {'on' if is_compiled(trainers['stock']) else 'off'}, patch {tuple(args.patch)}, "
+            f"batch {args.batch}, features {tuple(args.features)}, "
+            f"deep-supervision levels {len(batches['stock']['target'])}")
+    scale_trainer = next((k for k in names if "scale" in (getattr(trainers[k], "aux_tasks", None) or {})), None)
+    if scale_trainer is not None:
+        lowest = batches[scale_trainer]["target"][-1]
+        line += f", scale voxels at the lowest level {lowest[:, 2:].sum(dim=(0, 2, 3, 4)).tolist()}"
+    return line
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def time_steps(trainers, batches, names, args, device) -> dict:
+    """Step wall and CPU times, interleaved (one step of each trainer per round), and on CUDA peak memory."""
+    import torch
+
+    wall = {k: [] for k in names}
+    cpu = {k: [] for k in names}
+    peak_mib = {}
+    for i in range(args.warmup + args.steps):
+        for name in names:
+            t, b = trainers[name], batches[name]
+            measure_peak = device.type == "cuda" and i == args.warmup
+            if measure_peak:
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
+            start_cpu = time.process_time()
+            seconds = timed(lambda: t.train_step(b), device)
+            if measure_peak:
+                peak_mib[name] = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+            if i >= args.warmup:
+                wall[name].append(seconds)
+                cpu[name].append(time.process_time() - start_cpu)
+        if i >= args.warmup:
+            print(f"[round {i - args.warmup + 1}/{args.steps}: "
+                  + ", ".join(f"{k} {wall[k][-1]:.2f} s" for k in names) + "]", file=sys.stderr, flush=True)
+    # each round's step over the stock step of the same round: cancels load changes slower than a round
+    round_ratios = {k: np.array(wall[k]) / np.array(wall["stock"]) for k in names}
+    return {"wall": wall, "cpu": cpu, "peak_mib": peak_mib, "round_ratios": round_ratios,
+            "step": {k: float(np.median(v)) for k, v in wall.items()},
+            "step_cpu": {k: float(np.median(v)) for k, v in cpu.items()},
+            "round_ratio": {k: float(np.median(v)) for k, v in round_ratios.items()}}
+
+
+def _iqr(values) -> float:
+    return float(np.subtract(*np.percentile(values, [75, 25])))
+
+
+def print_step_table(r: dict, names, class_names) -> None:
+    flops, step, step_cpu, wall = r["flops"], r["step"], r["step_cpu"], r["wall"]
+    print("\n| trainer | trainable parameters | GFLOP fwd+bwd | FLOP ratio | step wall time (s), median (IQR) "
+          "| wall ratio | per-round wall ratio, median (IQR) | **wall / FLOP** | step CPU time (s) | CPU ratio | CPU / FLOP "
+          "| step-time target |")
+    print("|---" * 12 + "|")
+    for k in names:
+        fr, wr, cr = flops[k] / flops["stock"], step[k] / step["stock"], step_cpu[k] / step_cpu["stock"]
+        target = f"<= {STEP_TARGETS[k]:.2f}" if k in STEP_TARGETS else ""
+        print(f"| {class_names[k]} | {r['n_params'][k]:,} | {flops[k] / 1e9:.1f} | {fr:.3f} "
+              f"| {step[k]:.2f} ({_iqr(wall[k]):.2f}) | {wr:.3f} | {r['round_ratio'][k]:.3f} "
+              f"({_iqr(r['round_ratios'][k]):.3f}) | **{wr / fr:.2f}** "
+              f"| {step_cpu[k]:.2f} | {cr:.3f} | {cr / fr:.2f} | {target} |")
+
+
+def print_memory_table(r: dict, names, class_names) -> None:
+    saved, rss, peak_mib = r["saved_mib"], r["rss_mib"], r["peak_mib"]
+    header = "\n| trainer |" + (" saved activations (MiB) | ratio |" if saved else "")
+    header += " peak RSS above start, 1 step (MiB) | ratio |" if rss else ""
+    header += " step peak allocated (MiB) | ratio |" if peak_mib else ""
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
+    for k in names:
+        row = f"| {class_names[k]} |"
+        if saved:
+            row += f" {saved[k]:.0f} | {saved[k] / saved['stock']:.2f} |"
+        if rss:
+            row += f" {rss[k]:.0f} | {rss[k] / rss['stock']:.2f} |"
+        if peak_mib:
+            row += f" {peak_mib[k]:.0f} | {peak_mib[k] / peak_mib['stock']:.2f} |"
+        print(row)
+
+
+def print_losses_and_inference(r: dict, trainers, names, class_names, patch) -> None:
+    step = r["step"]
+    print("\n| trainer | auxiliary loss (forward + backward) | ms | share of the trainer's step (target < 5 %) |")
+    print("|---" * 4 + "|")
+    for k, terms in r["loss_seconds"].items():
+        for term, seconds in terms.items():
+            print(f"| {class_names[k]} | {term} | {seconds * 1e3:.1f} | {100 * seconds / step[k]:.2f} % |")
+    print()
+    budget, contrastive_trainer = r["contrastive_budget_seconds"], r["contrastive_trainer"]
+    if budget is not None:
+        scale = trainers[contrastive_trainer].aux_tasks["scale"]
+        print(f"contrastive loss at its full anchor budget ({scale.contrastive.n_per_class} per scale, "
+              f"{len(scale.scale_labels)} scales): {budget * 1e3:.1f} ms = "
+              f"{100 * budget / step[contrastive_trainer]:.2f} % of a {class_names[contrastive_trainer]} step "
+              f"(upper bound)")
+    inference = r["inference"]
+    s = inference["seconds"]
+    for k in names[1:]:
+        print(f"inference network of {class_names[k]}: {inference['n_params'][k]:,} parameters "
+              f"(stock {inference['n_params']['stock']:,}), same names and shapes: {inference['same_layout'][k]}, "
+              f"its weights in a stock-built network give the same output: {inference['same_output'][k]}; "
+              f"forward of one {tuple(patch)} patch {s[k]:.3f} s vs stock {s['stock']:.3f} s, "
+              f"ratio {s[k] / s['stock']:.2f}")
+
+
+def main(argv: List[str] | None = None) -> None:
+    args = parse_args(argv)
+    names = selected_trainers(args.trainers)
+    scratch = tempfile.TemporaryDirectory(prefix="bench_trainers_")
+    point_nnunet_at(scratch.name)
     if args.rss_child:
         rss_child(args.rss_child, args)
         return
@@ -465,115 +586,35 @@ def main(argv: List[str] | None = None) -> None:
     batches = {name: make_batch(t, images, labels) for name, t in trainers.items()}
     class_names = {k: type(t).__name__ for k, t in trainers.items()}
     phase("setup")
-    line = (f"device {args.device}, {torch.get_num_threads()} threads, "
-            f"torch.compile {'on' if is_compiled(trainers['stock']) else 'off'}, patch {tuple(args.patch)}, "
-            f"batch {args.batch}, features {tuple(args.features)}, "
-            f"deep-supervision levels {len(batches['stock']['target'])}")
-    scale_trainer = next((k for k in names if "scale" in (getattr(trainers[k], "aux_tasks", None) or {})), None)
-    if scale_trainer is not None:
-        lowest = batches[scale_trainer]["target"][-1]
-        line += f", scale voxels at the lowest level {lowest[:, 2:].sum(dim=(0, 2, 3, 4)).tolist()}"
-    print(line)
-    n_params = {k: sum(p.numel() for p in t._trainable_parameters()) if hasattr(t, "_trainable_parameters")
-                else sum(p.numel() for p in t.network.parameters()) for k, t in trainers.items()}
-
-    # step time (interleaved) and, on CUDA, peak allocated memory of a step
-    wall = {k: [] for k in names}
-    cpu = {k: [] for k in names}
-    peak_mib = {}
-    for i in range(args.warmup + args.steps):
-        for name in names:
-            t, b = trainers[name], batches[name]
-            measure_peak = device.type == "cuda" and i == args.warmup
-            if measure_peak:
-                torch.cuda.reset_peak_memory_stats(device)
-                base = torch.cuda.memory_allocated(device)
-            start_cpu = time.process_time()
-            seconds = timed(lambda: t.train_step(b), device)
-            if measure_peak:
-                peak_mib[name] = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
-            if i >= args.warmup:
-                wall[name].append(seconds)
-                cpu[name].append(time.process_time() - start_cpu)
-        if i >= args.warmup:
-            print(f"[round {i - args.warmup + 1}/{args.steps}: "
-                  + ", ".join(f"{k} {wall[k][-1]:.2f} s" for k in names) + "]", file=sys.stderr, flush=True)
-    step = {k: float(np.median(v)) for k, v in wall.items()}
-    step_cpu = {k: float(np.median(v)) for k, v in cpu.items()}
-    # each round's step over the stock step of the same round: cancels load changes slower than a round
-    round_ratios = {k: np.array(wall[k]) / np.array(wall["stock"]) for k in names}
-    round_ratio = {k: float(np.median(v)) for k, v in round_ratios.items()}
+    print(setup_line(args, trainers, batches, names))
+    r = time_steps(trainers, batches, names, args, device)
+    r["n_params"] = {k: sum(p.numel() for p in t._trainable_parameters()) if hasattr(t, "_trainable_parameters")
+                     else sum(p.numel() for p in t.network.parameters()) for k, t in trainers.items()}
     phase("timed steps")
-    flops = {k: step_flops(trainers[k], batches[k]) for k in names}
+    r["flops"] = {k: step_flops(trainers[k], batches[k]) for k in names}
     phase("FLOP count")
     saved = {k: saved_activation_bytes(trainers[k], batches[k]) for k in names}
-    saved = None if any(v is None for v in saved.values()) else {k: v / 2 ** 20 for k, v in saved.items()}
+    r["saved_mib"] = None if any(v is None for v in saved.values()) else {k: v / 2 ** 20 for k, v in saved.items()}
     phase("saved activations")
     repeats = max(args.steps, 5)
-    loss_s = {k: aux_loss_seconds(trainers[k], batches[k], repeats) for k in names if k != "stock"}
-    budget = None
-    contrastive_trainer = next((k for k in names if "contrastive" in loss_s.get(k, {})), None)
-    if contrastive_trainer is not None:
-        budget = contrastive_budget_seconds(trainers[contrastive_trainer], batches[contrastive_trainer], repeats)
+    r["loss_seconds"] = {k: aux_loss_seconds(trainers[k], batches[k], repeats) for k in names if k != "stock"}
+    r["contrastive_trainer"] = next((k for k in names if "contrastive" in r["loss_seconds"].get(k, {})), None)
+    r["contrastive_budget_seconds"] = None if r["contrastive_trainer"] is None else contrastive_budget_seconds(
+        trainers[r["contrastive_trainer"]], batches[r["contrastive_trainer"]], repeats)
     phase("auxiliary losses")
-    inference = inference_check(trainers, args.patch, device, max(args.steps // 2, 3))
+    r["inference"] = inference_check(trainers, args.patch, device, max(args.steps // 2, 3))
     phase("inference")
-    rss = None if (device.type == "cuda" or args.no_rss) else rss_growth(args, names, images, labels, scratch.name)
+    r["rss_mib"] = None if (device.type == "cuda" or args.no_rss) else rss_growth(args, names, images, labels,
+                                                                                   scratch.name)
     phase("peak RSS subprocesses")
-
-    def iqr(values):
-        return float(np.subtract(*np.percentile(values, [75, 25])))
-
-    print("\n| trainer | trainable parameters | GFLOP fwd+bwd | FLOP ratio | step wall time (s), median (IQR) "
-          "| wall ratio | per-round wall ratio, median (IQR) | **wall / FLOP** | step CPU time (s) | CPU ratio | CPU / FLOP "
-          "| step-time target |")
-    print("|---" * 12 + "|")
-    for k in names:
-        fr, wr, cr = flops[k] / flops["stock"], step[k] / step["stock"], step_cpu[k] / step_cpu["stock"]
-        target = f"<= {STEP_TARGETS[k]:.2f}" if k in STEP_TARGETS else ""
-        print(f"| {class_names[k]} | {n_params[k]:,} | {flops[k] / 1e9:.1f} | {fr:.3f} "
-              f"| {step[k]:.2f} ({iqr(wall[k]):.2f}) | {wr:.3f} | {round_ratio[k]:.3f} ({iqr(round_ratios[k]):.3f}) "
-              f"| **{wr / fr:.2f}** "
-              f"| {step_cpu[k]:.2f} | {cr:.3f} | {cr / fr:.2f} | {target} |")
-    header = "\n| trainer |" + (" saved activations (MiB) | ratio |" if saved else "")
-    header += " peak RSS above start, 1 step (MiB) | ratio |" if rss else ""
-    header += " step peak allocated (MiB) | ratio |" if peak_mib else ""
-    print(header)
-    print("|---" * (header.count("|") - 1) + "|")
-    for k in names:
-        row = f"| {class_names[k]} |"
-        if saved:
-            row += f" {saved[k]:.0f} | {saved[k] / saved['stock']:.2f} |"
-        if rss:
-            row += f" {rss[k]:.0f} | {rss[k] / rss['stock']:.2f} |"
-        if peak_mib:
-            row += f" {peak_mib[k]:.0f} | {peak_mib[k] / peak_mib['stock']:.2f} |"
-        print(row)
-    print("\n| trainer | auxiliary loss (forward + backward) | ms | share of the trainer's step (target < 5 %) |")
-    print("|---" * 4 + "|")
-    for k, terms in loss_s.items():
-        for term, seconds in terms.items():
-            print(f"| {class_names[k]} | {term} | {seconds * 1e3:.1f} | {100 * seconds / step[k]:.2f} % |")
-    print()
-    if budget is not None:
-        scale = trainers[contrastive_trainer].aux_tasks["scale"]
-        print(f"contrastive loss at its full anchor budget ({scale.contrastive.n_per_class} per scale, "
-              f"{len(scale.scale_labels)} scales): {budget * 1e3:.1f} ms = "
-              f"{100 * budget / step[contrastive_trainer]:.2f} % of a {class_names[contrastive_trainer]} step "
-              f"(upper bound)")
-    s = inference["seconds"]
-    for k in names[1:]:
-        print(f"inference network of {class_names[k]}: {inference['n_params'][k]:,} parameters "
-              f"(stock {inference['n_params']['stock']:,}), same names and shapes: {inference['same_layout'][k]}, "
-              f"its weights in a stock-built network give the same output: {inference['same_output'][k]}; "
-              f"forward of one {tuple(args.patch)} patch {s[k]:.3f} s vs stock {s['stock']:.3f} s, "
-              f"ratio {s[k] / s['stock']:.2f}")
+    print_step_table(r, names, class_names)
+    print_memory_table(r, names, class_names)
+    print_losses_and_inference(r, trainers, names, class_names, args.patch)
     if args.json:
+        keep = ("n_params", "flops", "wall", "cpu", "step", "step_cpu", "round_ratio", "saved_mib", "rss_mib",
+                "peak_mib", "loss_seconds", "contrastive_budget_seconds", "inference")
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"args": vars(args), "trainers": class_names, "n_params": n_params, "flops": flops,
-                       "wall": wall, "cpu": cpu, "step": step, "step_cpu": step_cpu, "round_ratio": round_ratio,
-                       "saved_mib": saved, "rss_mib": rss, "peak_mib": peak_mib, "loss_seconds": loss_s,
-                       "contrastive_budget_seconds": budget, "inference": inference}, f, indent=1)
+            json.dump({"args": vars(args), "trainers": class_names, **{k: r[k] for k in keep}}, f, indent=1)
     scratch.cleanup()
 
 
