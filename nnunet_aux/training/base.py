@@ -323,13 +323,20 @@ class nnUNetTrainerAux(nnUNetTrainer):
         collated = collate_outputs(outputs)
         for key in [k for k in collated if k.startswith("loss_")]:
             value = np.mean(collated[key])
-            if self.is_ddp:
-                gathered = [None] * dist.get_world_size()
-                dist.all_gather_object(gathered, value)
-                value = float(np.mean(gathered))
-            log_key = f"{split}_{key}"
-            self.logger.local_logger.add_keys([log_key])
-            self.logger.log(log_key, float(value), self.current_epoch)
+            self.log_epoch_value(f"{split}_{key}", float(np.mean(self.from_all_ranks(value))))
+
+    def from_all_ranks(self, value: Any) -> list:
+        """``value`` of every DDP process, in rank order (``[value]`` without DDP)."""
+        if not self.is_ddp:
+            return [value]
+        gathered = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, value)
+        return gathered
+
+    def log_epoch_value(self, key: str, value: Any) -> None:
+        """Log this epoch's ``value`` of ``key`` (a key nnU-Net's logger does not know is added)."""
+        self.logger.local_logger.add_keys([key])
+        self.logger.log(key, value, self.current_epoch)
 
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
@@ -355,17 +362,11 @@ class nnUNetTrainerAux(nnUNetTrainer):
             return
         dice = {}
         for key in keys:
-            counts = np.sum([o[key] for o in outputs if key in o], 0)
-            if self.is_ddp:
-                gathered = [None] * dist.get_world_size()
-                dist.all_gather_object(gathered, counts)
-                counts = np.sum(gathered, 0)
+            counts = np.sum(self.from_all_ranks(np.sum([o[key] for o in outputs if key in o], 0)), 0)
             tp, fp, fn = (float(c) for c in counts)
             dice[key[len("counts_"):]] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn > 0 else float("nan")
         for name, value in dice.items():
-            log_key = f"val_dice_{name}"
-            self.logger.local_logger.add_keys([log_key])
-            self.logger.log(log_key, value, self.current_epoch)
+            self.log_epoch_value(f"val_dice_{name}", value)
         self.print_to_log_file("auxiliary heads' Dice on their own targets (val): " +
                                ", ".join(f"{k} {v:.4f}" for k, v in dice.items()))
 

@@ -13,7 +13,6 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
-from torch import distributed as dist
 
 from ..heads import encoder_spec
 from .base import nnUNetTrainerAux
@@ -99,17 +98,13 @@ class nnUNetTrainerClsAux(nnUNetTrainerAux):
         super().on_validation_epoch_end(val_outputs)
         probabilities = [p for o in val_outputs for p in o["cls_probabilities"]]
         targets = [t for o in val_outputs for t in o["cls_targets"]]
-        if self.is_ddp:
-            gathered = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, (probabilities, targets))
-            probabilities = [p for g in gathered for p in g[0]]
-            targets = [t for g in gathered for t in g[1]]
-        probabilities, targets = np.asarray(probabilities), np.asarray(targets)
+        gathered = self.from_all_ranks((probabilities, targets))
+        probabilities = np.asarray([p for g in gathered for p in g[0]])
+        targets = np.asarray([t for g in gathered for t in g[1]])
         metrics = {"val_cls_accuracy": presence_accuracy(probabilities, targets),
                    "val_cls_auroc": presence_auroc(probabilities, targets)}
-        self.logger.local_logger.add_keys(list(metrics))
         for key, value in metrics.items():
-            self.logger.log(key, value, self.current_epoch)
+            self.log_epoch_value(key, value)
         self.print_to_log_file("presence classification (val): accuracy {:.4f}, AUROC {:.4f}".format(
             metrics["val_cls_accuracy"], metrics["val_cls_auroc"]))
 

@@ -16,7 +16,6 @@ from typing import List
 import numpy as np
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join
-from torch import distributed as dist
 from torch import nn
 
 from ..heads import encoder_spec, unwrap_network
@@ -129,10 +128,7 @@ class nnUNetTrainerCLEFPretrain(nnUNetTrainerAux):
 
     def on_validation_epoch_end(self, val_outputs: List[dict]):
         loss = float(np.mean([o["loss"] for o in val_outputs])) if val_outputs else float("nan")
-        if self.is_ddp:
-            gathered = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, loss)
-            loss = float(np.nanmean(gathered))
+        loss = float(np.nanmean(self.from_all_ranks(loss)))
         # nnU-Net logs one value per epoch of each key; pretraining segments nothing, so there is no Dice
         self.logger.log("mean_fg_dice", float("nan"), self.current_epoch)
         self.logger.log("dice_per_class_or_region", [], self.current_epoch)
