@@ -181,6 +181,16 @@ def test_map_labels_gives_back_the_msd_values(msd_dataset, tmp_path, capsys):
         source = sitk.ReadImage(str(msd_dataset["task"] / "labelsTr" / f.name.replace("_0000", "")))
         np.testing.assert_array_equal(sitk.GetArrayFromImage(mapped), sitk.GetArrayFromImage(source))
         assert mapped.GetSpacing() == pytest.approx(source.GetSpacing())
+        assert mapped.GetOrigin() == pytest.approx(source.GetOrigin())
+        assert mapped.GetDirection() == pytest.approx(source.GetDirection())
+    # a non-integer value (a probability map by mistake): one line, nothing written
+    first = next(pred_dir.iterdir())
+    probabilities = sitk.Cast(sitk.ReadImage(str(first)), sitk.sitkFloat32) * 0.5
+    sitk.WriteImage(probabilities, str(pred_dir / "yyy.nii.gz"))
+    code, err = cli(capsys, "map-labels", "-d", 508, "-i", pred_dir, "-o", tmp_path / "again")
+    assert_one_line_error(code, err, "yyy.nii.gz", "integer")
+    assert not (tmp_path / "again").exists()
+    (pred_dir / "yyy.nii.gz").unlink()
     # a value the dataset never predicts: one line, nothing written
     bad = sitk.GetArrayFromImage(sitk.ReadImage(str(next(pred_dir.iterdir()))))
     bad[0, 0, 0] = 9

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-import SimpleITK as sitk
 
 from ..dataset_format import REPORT_FILENAME, load_dataset_json
 from ..errors import InputError
-from .image_io import read_image
+from .image_io import check_complete
 from .paths import resolve_source
 
 
@@ -104,28 +103,33 @@ def map_prediction_labels(
     known = np.zeros(len(lut), dtype=bool)
     for value, source_value in table.items():
         lut[value], known[value] = source_value, True
+    # nnU-Net's own reader/writer for the dataset's format (what nnUNetv2_predict wrote with), so every
+    # format nnU-Net supports works and the geometry is written back as nnU-Net writes it.
+    io = _reader_writer(load_dataset_json(folder), files[0])
     # Read and check everything first: one bad file writes nothing.
     mapped = []
     for f in files:
-        image = read_image(f)
-        array = sitk.GetArrayFromImage(image)
-        if not np.issubdtype(array.dtype, np.integer):
-            raise InputError(f"{f}: predictions must hold integer label values, got pixel type {array.dtype}")
+        check_complete(f)
+        try:
+            seg, properties = io.read_seg(str(f))
+        except Exception as e:  # noqa: BLE001 (nnU-Net's readers raise anything)
+            raise InputError(f"cannot read {f}: {e}") from None
+        if not np.array_equal(seg, np.rint(seg)):  # nnU-Net's readers return float32 label maps
+            raise InputError(f"{f}: predictions must hold integer label values")
+        array = seg.astype(np.int64)
         values = np.unique(array)
         unknown = [int(v) for v in values if v < 0 or v >= len(lut) or not known[v]]
         if unknown:
             raise InputError(f"{f}: values {unknown} are not predicted values of {folder.name} "
                              f"(known: {sorted(table)})")
-        mapped.append((f, image, array))
+        mapped.append((f, properties, array))
     target.mkdir(parents=True, exist_ok=True)
     written = []
-    for f, image, array in mapped:
-        out = sitk.GetImageFromArray(lut[array].astype(np.uint8 if lut.max() < 256 else np.uint16))
-        out.CopyInformation(image)
+    for f, properties, array in mapped:
         fd, tmp = tempfile.mkstemp(prefix=f".{f.name}.", suffix=ending, dir=target)
         os.close(fd)
         try:
-            sitk.WriteImage(out, tmp, useCompression=True)
+            io.write_seg(lut[array][0], tmp, properties)  # write_seg takes the map without its channel axis
             os.replace(tmp, target / f.name)
         except BaseException:
             if os.path.exists(tmp):
@@ -133,6 +137,17 @@ def map_prediction_labels(
             raise
         written.append(target / f.name)
     return written
+
+
+def _reader_writer(dataset_json: dict, example: Path):
+    """An instance of nnU-Net's reader/writer class for the dataset (its ``overwrite_image_reader_writer``
+    or the first class that reads ``example``)."""
+    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
+
+    try:
+        return determine_reader_writer_from_dataset_json(dataset_json, str(example), verbose=False)()
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"no nnU-Net reader/writer for {example}: {e}") from None
 
 
 def run(args: argparse.Namespace) -> int:
