@@ -85,7 +85,8 @@ def map_prediction_labels(
     if "label_mapping" not in report:
         raise InputError(f"{report_file} has no 'label_mapping'")
     table = source_value_table(report["label_mapping"], str(report_file))
-    ending = load_dataset_json(folder).get("file_ending", ".nii.gz")
+    dataset_json = load_dataset_json(folder)
+    ending = dataset_json.get("file_ending", ".nii.gz")
     source_in, target = Path(input_folder), Path(output_folder)
     if not source_in.is_dir():
         raise InputError(f"missing folder {source_in}")
@@ -105,7 +106,7 @@ def map_prediction_labels(
         lut[value], known[value] = source_value, True
     # nnU-Net's own reader/writer for the dataset's format (what nnUNetv2_predict wrote with), so every
     # format nnU-Net supports works and the geometry is written back as nnU-Net writes it.
-    io = _reader_writer(load_dataset_json(folder), files[0])
+    io = _reader_writer(dataset_json, files[0])
     # Read and check everything first: one bad file writes nothing.
     mapped = []
     for f in files:
