@@ -417,3 +417,22 @@ def test_what_a_killed_conversion_left_is_removed_next_time(tmp_path, capsys):
     assert not stale.exists() and alive.exists()
     assert f"removed {stale}" in capsys.readouterr().err
     assert not (raw / "Dataset953_SyntheticVessels" / OWNER_FILE).exists()
+
+
+def test_one_rule_for_radius_thresholds_everywhere():
+    """Equal thresholds leave a scale empty and are accepted by every entry point; decreasing ones
+    and NaN are refused by every entry point with the same message."""
+    from nnunet_aux.conversion.writer import DecompositionSettings
+    from nnunet_aux.scales import assign_scales, decompose_vessels
+
+    mask = np.zeros((8, 8, 8), bool)
+    mask[2:6, 4, 4] = True
+    result = decompose_vessels(mask, n_scales=3, thresholds=[2.0, 2.0])
+    assert set(np.unique(assign_scales(result, [2.0, 2.0]).labels)) <= {0, 1, 3}
+    DecompositionSettings(3, thresholds="fixed", fixed_radii_mm=(2.0, 2.0))
+    for bad in ([3.0, 1.0], [float("nan"), 1.0]):
+        for call in (lambda: decompose_vessels(mask, n_scales=3, thresholds=bad),
+                     lambda: assign_scales(result, bad),
+                     lambda: DecompositionSettings(3, thresholds="fixed", fixed_radii_mm=tuple(bad))):
+            with pytest.raises(InputError, match="non-decreasing"):
+                call()

@@ -118,3 +118,16 @@ def test_collect_runs_counts_a_reused_run_for_both_budgets(tmp_path):
     runs = pipeline.collect_runs(tmp_path, ("demo",))
     assert sorted(r["budget"] for r in runs) == ["equal_iterations", "equal_time"]
     assert [r.get("reused") for r in runs if r["budget"] == "equal_time"] == [True]
+
+
+def test_step_ratio_flag_fixes_the_equal_wall_time_budget():
+    outcome = pytest.importorskip("outcome")
+    args = outcome.parse_args(["--quick", "--step-ratio", "nnUNetTrainerScaleContrastiveLite=1.16"])
+    settings = outcome.make_settings(args, [])
+    assert dict(settings.step_ratios) == {"nnUNetTrainerScaleContrastiveLite": 1.16}
+    # 150 stock iterations -> round(150 / 1.16) for the trainer; within the tolerance -> None (reuse (a))
+    assert stats.wall_time_iterations(150, 1.0, 1.16) == 129
+    assert stats.wall_time_iterations(150, 1.0, 1.02) is None
+    for bad in (["Lite"], ["Lite=0"], ["Lite=x"], ["=1.2"]):
+        with pytest.raises(SystemExit, match="--step-ratio"):
+            outcome.parse_step_ratios(bad)
