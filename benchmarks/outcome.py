@@ -109,6 +109,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="fix a trainer's step time relative to stock for the equal-wall-time budget, e.g. "
                         "nnUNetTrainerScaleContrastiveLite=1.16 from benchmarks/bench_trainers.py, instead of the "
                         "median step times of the (a) runs (use it when other work shares the machine)")
+    p.add_argument("--budgets", nargs="+", choices=["equal_iterations", "equal_time"],
+                   default=["equal_iterations", "equal_time"],
+                   help="comparisons to run (default both): 'equal_time' alone trains the other trainers only "
+                        "at equal wall time, with the step ratios of --step-ratio (required for each of them); "
+                        "stock's N-iteration run is the reference of both")
     p.add_argument("--verbose", action="store_true", help="show nnU-Net's own output (always in the logs)")
     return p.parse_args(argv)
 
@@ -160,6 +165,7 @@ def make_settings(args: argparse.Namespace, argv: list[str]) -> Settings:
                         n_train=pick("n_train"), n_test=pick("n_test"), data_seed=args.data_seed,
                         workdir=workdir.absolute(), device=device, num_processes=args.num_processes,
                         tolerance=args.tolerance, step_ratios=parse_step_ratios(args.step_ratio),
+                        budgets=tuple(dict.fromkeys(args.budgets)),
                         verbose=args.verbose,
                         command="python " + " ".join(shlex.quote(a) for a in ["benchmarks/outcome.py", *argv]))
     check_settings(settings)
@@ -173,6 +179,11 @@ def check_settings(s: Settings) -> None:
         raise SystemExit("--iterations, --epochs, --val-iterations and -np must be at least 1")
     if s.n_train < 2 or s.n_test < 1:
         raise SystemExit("need --n-train >= 2 (one is the validation case) and --n-test >= 1")
+    if "equal_iterations" not in s.budgets:
+        missing = [t for t in s.trainers if t != STOCK and t not in dict(s.step_ratios)]
+        if missing:
+            raise SystemExit(f"--budgets equal_time without equal_iterations needs --step-ratio for {missing} "
+                             "(their step time is measured in the equal-iterations runs otherwise)")
 
 
 def announce(s: Settings) -> None:

@@ -85,6 +85,9 @@ class Settings:
     #: step time relative to stock per trainer, fixed from a controlled measurement (``bench_trainers.py``)
     #: instead of the wall times of the (a) runs, which other load on the machine distorts
     step_ratios: tuple[tuple[str, float], ...] = ()
+    #: which comparisons to run; ``("equal_time",)`` alone trains the non-stock trainers only at equal
+    #: wall time (needs their ``step_ratios``; stock's N-iteration run is the reference of both)
+    budgets: tuple[str, ...] = ("equal_iterations", "equal_time")
     verbose: bool = False
     command: str = ""
 
@@ -345,9 +348,14 @@ class Benchmark:
             self.say(f"[{regime.name}] seed {seed}, (a) equal iterations: {epochs * ipe} each")
             infos = {}
             for trainer in self.s.trainers:
+                if trainer != STOCK and "equal_iterations" not in self.s.budgets:
+                    infos[trainer] = {}  # its step ratio is given (check_settings)
+                    continue
                 run = RunSpec(regime, seed, "equal_iterations", trainer, epochs, ipe, self.s.val_iterations,
                               workdir=self.s.workdir)
                 infos[trainer] = self.do_run(run)
+            if "equal_time" not in self.s.budgets:
+                continue
             if infos.get(STOCK) is None:
                 self.say(f"[{regime.name}] seed {seed}: no stock run, so no equal-wall-time runs")
                 continue
@@ -356,7 +364,7 @@ class Benchmark:
             for trainer, info in infos.items():
                 if trainer == STOCK or info is None:
                     continue
-                ratio = fixed.get(trainer, info["step_s"] / infos[STOCK]["step_s"])
+                ratio = fixed.get(trainer) or info["step_s"] / infos[STOCK]["step_s"]
                 n = wall_time_iterations(epochs * ipe, 1.0, ratio, self.s.tolerance)
                 source = "given" if trainer in fixed else "measured"
                 if n is None:
@@ -421,10 +429,11 @@ def estimate_seconds(s: Settings, step_guess: Callable[[str], float]) -> tuple[i
     non_stock = [t for t in s.trainers if t != STOCK]
     per_run_overhead = (60 if s.device == "cpu" else 30) + 40 + 3 * s.n_test
     seconds = 0.0
-    for trainer in s.trainers:
+    run_a = [t for t in s.trainers if t == STOCK or "equal_iterations" in s.budgets]
+    for trainer in run_a:
         seconds += s.iterations * step_guess(trainer) + s.epochs * s.val_iterations * 0.5 * step_guess(trainer)
         seconds += per_run_overhead
-    n_b = len(non_stock) if STOCK in s.trainers else 0
+    n_b = len(non_stock) if STOCK in s.trainers and "equal_time" in s.budgets else 0
     seconds += n_b * (s.iterations * step_guess(STOCK) + per_run_overhead)
-    trainings = n_regimes * n_seeds * (len(s.trainers) + n_b)
+    trainings = n_regimes * n_seeds * (len(run_a) + n_b)
     return trainings, seconds * n_regimes * n_seeds + n_regimes * 120

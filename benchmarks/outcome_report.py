@@ -67,9 +67,19 @@ def summary_row(trainer: str, by_seed: dict[int, dict], ratios: list[float]) -> 
     for _, key in CASE_COLUMNS:
         row[key] = seed_summary(as_matrix(case_values(by_seed, key)))
     for scale in SCALES:
-        values = [r.get("decoder_dice", {}).get(f"scale_{scale}") for r in by_seed.values()]
-        row[f"decoder_{scale}"] = seed_summary(as_matrix([[v] for v in values]))
+        for prefix in ("", "best_"):
+            values = [r.get("decoder_dice", {}).get(f"{prefix}scale_{scale}") for r in by_seed.values()]
+            row[f"decoder_{prefix}{scale}"] = seed_summary(as_matrix([[v] for v in values]))
     return row
+
+
+def _decoder_cell(row: dict[str, Any], scale: str) -> str:
+    """The decoder's Dice at logit 0 and, in brackets, at the epoch's best threshold when logged."""
+    cell = format_mean_std(row[f"decoder_{scale}"])
+    best = row.get(f"decoder_best_{scale}")
+    if best is not None and format_mean_std(best) != "–":
+        cell += f" ({format_mean_std(best)})"
+    return cell
 
 
 def delta_row(trainer: str, by_trainer: dict[str, dict[int, dict]]) -> dict[str, Any]:
@@ -125,7 +135,7 @@ def markdown_tables(aggregated: dict[str, Any]) -> str:
                 ratio = "–" if math.isnan(row["step_ratio"]) else f"{row['step_ratio']:.2f}"
                 cells = [name, _iterations_text(row["iterations"]), ratio]
                 cells += [format_mean_std(row[key], 2 if key == "hd95" else 3) for _, key in CASE_COLUMNS]
-                cells += [format_mean_std(row[f"decoder_{s}"]) for s in SCALES]
+                cells += [_decoder_cell(row, s) for s in SCALES]
                 lines.append("| " + " | ".join(cells) + " |")
             if parts["deltas"]:
                 lines += ["", "| paired vs stock | " + " | ".join(h for h, _ in DELTA_COLUMNS) + " |",

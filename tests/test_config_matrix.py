@@ -195,12 +195,15 @@ def check_built_from_plan(trainer, network_class: str, ndim: int) -> None:
             if not k.startswith(("encoder.", "seg_layers."))}
     decoders = [m for m in trainer.aux_tasks.modules() if isinstance(m, AuxiliaryDecoder)]
     assert len(decoders) == (3 if "scale" in trainer.aux_tasks else 0)
+    stages = getattr(trainer, "scale_decoder_stages", None)
+    stages = list(stages) if isinstance(stages, (list, tuple)) else [stages] * len(decoders)
+    for decoder, kept_setting in zip(decoders, stages):
+        assert decoder.num_stages == len(network.decoder.stages) + (kept_setting or 0)
     for decoder in decoders:
         own = {k[len("decoder."):]: v.shape for k, v in decoder.state_dict().items()
                if k.startswith("decoder.") and not k.startswith("decoder.seg_layers.")}
         # the main decoder's layers of the stages this decoder keeps (all, or all but the full-resolution one)
         kept = {k: v for k, v in main.items() if int(k.split(".")[1]) < decoder.num_stages}
-        assert decoder.num_stages == len(network.decoder.stages) + (trainer.scale_decoder_stages or 0)
         if decoder.width == 1:
             assert own == kept and decoder.skip_reduction is None
         else:  # a light decoder: the same layers, each at most as wide, and a reduction per skip it reads

@@ -272,7 +272,7 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     report = workdir / "report.md"
     assert f"Report: {report}" in out and "ScaleContrastive" in out
     text = report.read_text(encoding="utf-8")
-    for method in ("nnU-Net binary baseline", "ScaleContrastive (Sadikine et al.)"):
+    for method in ("nnU-Net binary baseline", "ScaleContrastiveLite (Sadikine et al.)"):
         row = next(line for line in text.splitlines() if line.startswith(f"| {method} |"))
         cells = [c.strip() for c in row.strip("|").split("|")[1:]]
         assert len(cells) == 6  # Dice, clDice, HD95, recall small/medium/large

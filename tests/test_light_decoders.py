@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -195,7 +196,7 @@ def test_scale_task_with_cut_decoders_uses_the_matching_targets(deep):
     task = ScaleTask(encoder_spec(net), net.decoder, [1, 2, 3], ["small", "medium", "large"], make_loss, deep,
                      default_scale_weights(3), contrastive_weight=0.53, voxels_per_scale=64, embedding_dim=8,
                      decoder_width=0.25, decoder_stages=-1)
-    assert asked == [3, 3, 3] and task.kept_stages == 3 and task.num_levels == 4
+    assert asked == [3, 3, 3] and task.kept_stages == [3, 3, 3] and task.num_levels == 4
     skips, batch = batch_for(net, task)
     if not deep:
         batch.targets = batch.targets[0]
@@ -214,3 +215,91 @@ def test_scale_task_with_cut_decoders_uses_the_matching_targets(deep):
     counts = task.validation_counts(outputs, batch)
     assert counts["scale_medium"].tolist() == [int(ref.sum()), 0, 0]
     assert task.hyperparameters()["decoder_stages"] == -1
+
+
+@pytest.mark.parametrize("deep", [True, False])
+def test_scale_task_with_decoder_stages_per_scale(deep):
+    """(None, -1, -1): the small-vessel decoder keeps full resolution, the others stop one level lower."""
+    torch.manual_seed(0)
+    net = plain_unet(features=(4, 8, 16, 16, 16))
+    asked = []
+
+    def make_loss(levels=None):
+        asked.append(levels)
+        weights = DS_WEIGHTS[-levels:] if levels else DS_WEIGHTS
+        return build_region_loss(False, False, False, [w / sum(weights) for w in weights] if deep else None,
+                                 bce_pos_weight="balanced")
+
+    task = ScaleTask(encoder_spec(net), net.decoder, [1, 2, 3], ["small", "medium", "large"], make_loss, deep,
+                     default_scale_weights(3), contrastive_weight=0.53, voxels_per_scale=64, embedding_dim=8,
+                     decoder_width=0.25, decoder_stages=(None, -1, -1))
+    assert asked == [None, 3, 3] and task.kept_stages == [4, 3, 3]
+    assert task.hyperparameters()["decoder_stages"] == [None, -1, -1]
+    skips, batch = batch_for(net, task)
+    if not deep:
+        batch.targets = batch.targets[0]
+    outputs = task(skips, batch.main_output)
+    top = [lg[0] if deep else lg for lg in outputs["logits"]]
+    full = batch.targets[0] if deep else batch.targets
+    assert top[0].shape[2:] == full.shape[2:] and all(t.shape[-1] == full.shape[-1] // 2 for t in top[1:])
+    losses = task.compute_losses(outputs, batch)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    # each decoder is scored at its own highest resolution: a perfect small decoder at full resolution
+    ref = full[:, 0:1]
+    perfect = torch.where(ref, 10.0, -10.0)
+    if deep:
+        outputs["logits"][0][0] = perfect
+    else:
+        outputs["logits"][0] = perfect
+    counts = task.validation_counts(outputs, batch)
+    assert counts["scale_small"].tolist() == [int(ref.sum()), 0, 0]
+    with pytest.raises(ValueError, match="3 scales need 3 decoder_stages"):
+        ScaleTask(encoder_spec(net), net.decoder, [1, 2, 3], ["small", "medium", "large"], make_loss, deep,
+                  default_scale_weights(3), decoder_width=0.25, decoder_stages=(None, -1))
+
+
+def test_decoders_are_counted_at_several_thresholds_and_the_best_is_logged():
+    """A class-weighted decoder over-segments at logit 0; the counts at higher thresholds show what it learned."""
+    from nnunet_aux.training.base import nnUNetTrainerAux
+    from nnunet_aux.training.tasks.scale import COUNT_THRESHOLDS
+
+    torch.manual_seed(0)
+    net = plain_unet(features=(4, 8, 16, 16, 16))
+    task = ScaleTask(encoder_spec(net), net.decoder, [1, 2, 3], ["small", "medium", "large"],
+                     lambda: build_region_loss(False, False, False, DS_WEIGHTS, bce_pos_weight=20.0), True,
+                     default_scale_weights(3))
+    skips, batch = batch_for(net, task)
+    outputs = task(skips, batch.main_output)
+    ref = batch.targets[0][:, 1:2]
+    # the medium decoder: logit 5.5 on its target, 2.5 everywhere else
+    outputs["logits"][1][0] = torch.where(ref, 5.5, 2.5)
+    counts = task.validation_counts(outputs, batch)
+    n, total = int(ref.sum()), ref.numel()
+    assert len(counts) == 3 * len(COUNT_THRESHOLDS)
+    assert counts["scale_medium"].tolist() == [n, total - n, 0]
+    assert counts["scale_medium@logit>3"].tolist() == [n, 0, 0]
+    assert counts["scale_medium@logit>6"].tolist() == [0, 0, n]
+
+    class Log:  # what _log_head_dice needs of a trainer
+        def __init__(self):
+            self.values, self.lines = {}, []
+
+        from_all_ranks = staticmethod(lambda value: [value])
+
+        def log_epoch_value(self, key, value):
+            self.values[key] = value
+
+        def print_to_log_file(self, *args):
+            self.lines.append(" ".join(map(str, args)))
+
+    log = Log()
+    val_outputs = [{f"counts_{k}": v.numpy() for k, v in counts.items()}] * 2
+    nnUNetTrainerAux._log_head_dice(log, val_outputs)
+    assert log.values["val_dice_scale_medium"] == pytest.approx(2 * n / (2 * n + total - n))
+    assert log.values["val_dice_best_scale_medium"] == 1.0
+    assert "scale_medium 1.0000 (logit>3)" in log.lines[-1]
+    # heads counted at one threshold only get no "best" key
+    log = Log()
+    nnUNetTrainerAux._log_head_dice(log, [{"counts_cls": np.array([3, 1, 0])}])
+    assert log.values == {"val_dice_cls": pytest.approx(6 / 7)} and len(log.lines) == 1

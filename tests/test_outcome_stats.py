@@ -101,6 +101,11 @@ def test_aggregate_tables_reuse_stock_and_pair_by_seed():
     assert b["deltas"][0]["dice"]["mean"] == pytest.approx(0.05)
     text = report.markdown_tables(out)
     assert "(b) equal wall time" in text and "Δ Dice" in text and "ScaleAux" in text
+    assert "| 0.300 ± 0.000 |" in text  # decoder Dice; no best-threshold value logged, no bracket
+    for run in runs:
+        run["decoder_dice"]["best_scale_small"] = 0.45
+    text = report.markdown_tables(report.aggregate(runs, ["demo"], ["nnUNetTrainer", "nnUNetTrainerScaleAux"]))
+    assert "| 0.300 ± 0.000 (0.450 ± 0.000) |" in text
 
 
 def test_collect_runs_counts_a_reused_run_for_both_budgets(tmp_path):
@@ -131,3 +136,27 @@ def test_step_ratio_flag_fixes_the_equal_wall_time_budget():
     for bad in (["Lite"], ["Lite=0"], ["Lite=x"], ["=1.2"]):
         with pytest.raises(SystemExit, match="--step-ratio"):
             outcome.parse_step_ratios(bad)
+
+
+def test_budgets_equal_time_alone_trains_the_others_only_at_equal_wall_time(tmp_path, monkeypatch):
+    outcome = pytest.importorskip("outcome")
+    pipeline = pytest.importorskip("outcome_pipeline")
+    lite = "nnUNetTrainerScaleContrastiveLite"
+    argv = ["--quick", "--regimes", "demo", "--trainers", "nnUNetTrainer", lite, "--budgets", "equal_time",
+            "--iterations", "100", "--epochs", "10", "--workdir", str(tmp_path)]
+    with pytest.raises(SystemExit, match="needs --step-ratio for"):
+        outcome.make_settings(outcome.parse_args(argv), argv)
+    argv += ["--step-ratio", f"{lite}=1.25"]
+    settings = outcome.make_settings(outcome.parse_args(argv), argv)
+    assert settings.budgets == ("equal_time",)
+    trainings, _ = pipeline.estimate_seconds(settings, lambda t: 1.0)
+    assert trainings == 2  # stock's N iterations and the trainer's N / 1.25
+    bench = pipeline.Benchmark(settings)
+    done = []
+    monkeypatch.setattr(bench, "prepare_regime", lambda regime: None)
+    monkeypatch.setattr(bench, "say", lambda text: None)
+    monkeypatch.setattr(bench, "do_run", lambda run: done.append((run.budget, run.trainer,
+                                                                  run.epochs * run.iterations_per_epoch))
+                        or {"step_s": 1.0})
+    bench.run_regime(pipeline.REGIMES["demo"])
+    assert done == [("equal_iterations", "nnUNetTrainer", 100), ("equal_time", lite, 80)]

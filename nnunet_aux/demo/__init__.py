@@ -1,7 +1,7 @@
 """One-command end-to-end demo: ``nnunet_aux demo`` (:func:`~nnunet_aux.demo.pipeline.run_demo`).
 
 Synthetic scale-decomposed vessel data, nnU-Net's own planning, training and prediction
-for the binary baseline and ``nnUNetTrainerScaleContrastive``, evaluation and a Markdown
+for the binary baseline and ``nnUNetTrainerScaleContrastiveLite``, evaluation and a Markdown
 report with pictures. Importing this package is cheap; nnU-Net and torch are imported
 when the demo runs.
 """

@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "End-to-end demo on synthetic vessel trees, through nnU-Net's own commands: write a synthetic\n"
             "scale-decomposed dataset, nnUNetv2_plan_and_preprocess, a small network plan, nnUNetv2_train of\n"
-            "the binary baseline (stock nnUNetTrainer) and of nnUNetTrainerScaleContrastive, nnUNetv2_predict\n"
+            "the binary baseline (stock nnUNetTrainer) and of nnUNetTrainerScaleContrastiveLite, nnUNetv2_predict\n"
             "of the test cases, evaluation, and WORKDIR/report.md with a results table and pictures.\n\n"
             "nnUNet_raw, nnUNet_preprocessed and nnUNet_results point into WORKDIR for the commands the demo\n"
             "starts; your own nnU-Net folders are not touched. The full run takes about 10 minutes on two CPU\n"

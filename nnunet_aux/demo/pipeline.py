@@ -120,7 +120,7 @@ class Method:
 
 METHODS = (
     Method("baseline", "nnU-Net binary baseline", "nnUNetTrainer_demo"),
-    Method("scale_contrastive", "ScaleContrastive (Sadikine et al.)", "nnUNetTrainerScaleContrastive_demo"),
+    Method("scale_contrastive", "ScaleContrastiveLite (Sadikine et al.)", "nnUNetTrainerScaleContrastiveLite_demo"),
 )
 
 
@@ -382,7 +382,7 @@ def run_demo(
     Steps: write a synthetic scale-decomposed dataset; ``nnUNetv2_plan_and_preprocess``;
     a small copy of nnU-Net's plan (:func:`nnunet_aux.demo.plans.write_small_plans`)
     and a one-fold split; ``nnUNetv2_train`` of the binary baseline and of
-    ``nnUNetTrainerScaleContrastive`` (demo-length variants from
+    ``nnUNetTrainerScaleContrastiveLite`` (demo-length variants from
     :mod:`nnunet_aux.demo.trainers`); ``nnUNetv2_predict`` of the test cases;
     :func:`nnunet_aux.evaluation.evaluate_folders`; the report with a results table and
     pictures.

@@ -124,8 +124,8 @@ def write_report(
     lines = [
         "# nnunet_aux demo: scale-specific auxiliary contrastive learning on synthetic vessels",
         "",
-        "Binary nnU-Net baseline (stock `nnUNetTrainer`) against `nnUNetTrainerScaleContrastive` "
-        "(one auxiliary decoder per vessel scale plus the multi-scale supervised contrastive loss; "
+        "Binary nnU-Net baseline (stock `nnUNetTrainer`) against `nnUNetTrainerScaleContrastiveLite` "
+        "(one light auxiliary decoder per vessel scale plus the multi-scale supervised contrastive loss; "
         "Sadikine et al., Eq. 9), both trained by `nnUNetv2_train` on the same synthetic, scale-decomposed "
         "dataset and evaluated on its test cases (`labelsTs`). Mean ± standard deviation over test cases; "
         "recall per vessel scale is the fraction of reference voxels of that scale that the vessel "

@@ -356,19 +356,41 @@ class nnUNetTrainerAux(nnUNetTrainer):
         self._log_head_dice(val_outputs)
 
     def _log_head_dice(self, outputs: List[dict]) -> None:
-        """``val_dice_<name>`` = 2 tp / (2 tp + fp + fn) of each auxiliary head on its own target."""
+        """``val_dice_<name>`` = 2 tp / (2 tp + fp + fn) of each auxiliary head on its own target.
+
+        Counts a task gives at extra thresholds (keys ``<name>@<threshold>``) add
+        ``val_dice_best_<name>``: the Dice at the threshold that is best for the whole
+        validation epoch (one fixed threshold, as the ODS measure of edge detection scores
+        class-weighted outputs; Arbelaez et al., TPAMI 2011).
+        """
         keys = sorted({k for o in outputs for k in o if k.startswith("counts_")})
         if not keys:
             return
-        dice = {}
+        dice, detail, candidates = {}, {}, {}
         for key in keys:
             counts = np.sum(self.from_all_ranks(np.sum([o[key] for o in outputs if key in o], 0)), 0)
             tp, fp, fn = (float(c) for c in counts)
-            dice[key[len("counts_"):]] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn > 0 else float("nan")
+            value = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn > 0 else float("nan")
+            name, _, threshold = key[len("counts_"):].partition("@")
+            candidates.setdefault(name, []).append((value, threshold or "default threshold"))
+            if not threshold:
+                dice[name] = value
+                # precision and recall say which way a weak head errs (a class-weighted loss over-segments)
+                detail[name] = (tp / (tp + fp) if tp + fp > 0 else float("nan"),
+                                tp / (tp + fn) if tp + fn > 0 else float("nan"))
         for name, value in dice.items():
             self.log_epoch_value(f"val_dice_{name}", value)
-        self.print_to_log_file("auxiliary heads' Dice on their own targets (val): " +
-                               ", ".join(f"{k} {v:.4f}" for k, v in dice.items()))
+        best = {name: max(((v, t) for v, t in found if not np.isnan(v)), key=lambda vt: vt[0],
+                          default=(float("nan"), "-"))  # ties: the first threshold in key order
+                for name, found in candidates.items() if len(found) > 1}
+        for name, (value, _) in best.items():
+            self.log_epoch_value(f"val_dice_best_{name}", value)
+        self.print_to_log_file("auxiliary heads' Dice (precision / recall) on their own targets (val): " +
+                               ", ".join(f"{k} {v:.4f} ({detail[k][0]:.3f} / {detail[k][1]:.3f})"
+                                         for k, v in dice.items()))
+        if best:
+            self.print_to_log_file("... at the best threshold of the epoch: " +
+                                   ", ".join(f"{k} {v:.4f} ({t})" for k, (v, t) in best.items()))
 
     def _print_loss_terms(self) -> None:
         terms = [k for k in self.logger.local_logger.aux_keys() if k.startswith("train_loss_")]

@@ -48,7 +48,8 @@ class nnUNetTrainerScaleAux(nnUNetTrainerAux):
         #: feature maps of each D_s relative to nnU-Net's decoder: 1 = the paper's full decoders
         self.scale_decoder_width = 1.0
         #: stages of each D_s, deepest first: None = all (the paper), K > 0 the first K, -1 all but the
-        #: highest-resolution one (its outputs and targets then start one level lower)
+        #: highest-resolution one (its outputs and targets then start one level lower); or one value per
+        #: scale, smallest first
         self.scale_decoder_stages = None
         #: Dice of L_s over the whole batch (True) or per patch (False); None = the plan's batch_dice
         self.scale_batch_dice = None
@@ -100,7 +101,7 @@ class nnUNetTrainerScaleContrastiveLite(nnUNetTrainerScaleContrastive):
     The paper's structure is kept (one decoder per scale on the shared encoder, skips, deep
     supervision, the contrastive loss on each D_s's deepest stage); the encoder's skips enter
     each D_s through a 1x1x1 reduction, and each D_s stops one stage before full resolution
-    (its outputs and targets start at the second deep-supervision level). Step: 1.15 x stock
+    (its outputs and targets start at the second deep-supervision level). Step: 1.15-1.2 x stock
     on the CPU, against 3.4 x for full decoders (benchmarks/RESULTS.md). L_s's cross-entropy is
     class-balanced (the paper's "weighted cross-entropy": foreground weight = background /
     foreground voxels of the batch, up to 1000), which the rare scales need to learn at all
@@ -111,8 +112,10 @@ class nnUNetTrainerScaleContrastiveLite(nnUNetTrainerScaleContrastive):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.scale_decoder_width = 0.25
-        # no full-resolution stage: on the CPU a narrow convolution there costs about what a full one
-        # does, so narrowing alone left the step at 1.5 x stock (benchmarks/RESULTS.md)
+        # No full-resolution stage: on the CPU a narrow convolution there costs about what a full one
+        # does, so narrowing alone left the step at 1.5 x stock, and keeping that stage for the
+        # small-vessel decoder only (scale_decoder_stages = (None, -1, -1)) still costs 1.5 x
+        # (benchmarks/RESULTS.md).
         self.scale_decoder_stages = -1
         # full class balance: with a cap of 50 the small and medium decoders stayed at Dice 0 for
         # 120 iterations on the demo data (0.03 % / 0.1 % of the voxels); see benchmarks/RESULTS.md

@@ -1,3 +1,3 @@
 """Entry point for nnU-Net's trainer search (``nnUNet_extTrainer``): the demo trainers."""
 
-from nnunet_aux.demo.trainers import nnUNetTrainer_demo, nnUNetTrainerScaleContrastive_demo  # noqa: F401
+from nnunet_aux.demo.trainers import nnUNetTrainer_demo, nnUNetTrainerScaleContrastiveLite_demo  # noqa: F401

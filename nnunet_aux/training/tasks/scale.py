@@ -13,6 +13,9 @@ from ...losses import ScaleContrastiveLoss
 from ..seg_loss import with_ignore_channel
 from ..task import AuxBatch, AuxiliaryTask
 
+#: Logit thresholds at which each scale decoder's validation counts are taken: around 0, and up to
+#: log(1000) = 6.9, the largest foreground weight of a balanced L_s (its Bayes decision threshold)
+COUNT_THRESHOLDS = (0.0, -4.0, -2.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0)
 #: Sadikine et al., Sect. 3.2 (Optuna-tuned for S = 3)
 PAPER_SCALE_WEIGHTS = (0.78, 0.48, 0.54)
 
@@ -65,9 +68,11 @@ class ScaleTask(AuxiliaryTask):
     decoder_width : float
         Feature maps of each D_s relative to D_mt, in (0, 1]; 1 is the paper's full decoder,
         less gives light decoders (same stages and skips, skips reduced by a 1x1x1 conv).
-    decoder_stages : int, optional
+    decoder_stages : int or sequence, optional
         Stages of each D_s, deepest first (see :class:`~nnunet_aux.heads.AuxiliaryDecoder`):
-        None keeps all (the paper), ``-1`` all but the highest-resolution one.
+        None keeps all (the paper), ``-1`` all but the highest-resolution one. A sequence gives
+        one value per scale, smallest first (e.g. ``(None, -1, -1)``: the small-vessel decoder
+        keeps the full-resolution stage, where vessels of 1-2 voxels are still resolved).
     loss_settings : dict, optional
         How ``make_seg_loss`` builds L_s (batch Dice, BCE weighting), for the log and checkpoint.
 
@@ -94,15 +99,15 @@ class ScaleTask(AuxiliaryTask):
         self.scale_names = list(scale_names)
         self.scale_weights = [float(w) for w in scale_weights]
         self.contrastive_weight = float(contrastive_weight)
+        stages = _per_scale(decoder_stages, len(self.scale_labels))
         self.decoders = nn.ModuleList(
-            AuxiliaryDecoder(main_decoder, 1, deep_supervision, width=decoder_width, spec=spec, stages=decoder_stages)
-            for _ in self.scale_labels)
+            AuxiliaryDecoder(main_decoder, 1, deep_supervision, width=decoder_width, spec=spec, stages=k)
+            for k in stages)
         #: stages of nnU-Net's decoder, and those each D_s keeps (its outputs: the lowest ``kept`` levels)
         self.num_levels = len(main_decoder.stages)
-        self.kept_stages = self.decoders[0].num_stages
-        cut = self.kept_stages < self.num_levels
-        self.seg_losses = nn.ModuleList(make_seg_loss(levels=self.kept_stages) if cut else make_seg_loss()
-                                        for _ in self.scale_labels)
+        self.kept_stages = [d.num_stages for d in self.decoders]
+        self.seg_losses = nn.ModuleList(make_seg_loss(levels=k) if k < self.num_levels else make_seg_loss()
+                                        for k in self.kept_stages)
         self.projections = None
         self.contrastive = None
         if self.contrastive_weight > 0:
@@ -117,7 +122,8 @@ class ScaleTask(AuxiliaryTask):
             "temperature": temperature, "voxels_per_scale": voxels_per_scale, "sampling": sampling,
             "embedding_dim": embedding_dim if self.projections is not None else None,
             "projection_hidden": hidden if self.projections is not None else None,
-            "decoder_width": float(decoder_width), "decoder_stages": decoder_stages,
+            "decoder_width": float(decoder_width),
+            "decoder_stages": list(decoder_stages) if isinstance(decoder_stages, (list, tuple)) else decoder_stages,
             **(loss_settings or {}),
         }
 
@@ -146,56 +152,63 @@ class ScaleTask(AuxiliaryTask):
             weights["contrastive"] = self.contrastive_weight
         return weights
 
-    def _own_levels(self, targets, valid, size):
-        """The targets (and valid masks) at the resolutions of the decoders' outputs.
+    def _own_levels(self, targets, valid, s: int, outputs: Dict[str, Any]):
+        """The targets (and valid masks) at the resolutions of decoder ``s``'s outputs.
 
-        With deep supervision: the lowest ``kept_stages`` levels. Without: the full-resolution
-        target, downsampled to ``size`` (the output's; nearest, as nnU-Net downsamples its
-        targets) when the decoders are cut.
+        With deep supervision: the lowest ``kept_stages[s]`` levels. Without: the full-resolution
+        target, downsampled to the output's size (nearest, as nnU-Net downsamples its targets)
+        when the decoder is cut.
         """
         if isinstance(targets, list):
-            first = self.num_levels - self.kept_stages
+            first = self.num_levels - self.kept_stages[s]
             return targets[first:], (valid[first:] if valid is not None else None)
+        logits = outputs["logits"][s]
+        size = (logits[0] if isinstance(logits, list) else logits).shape[2:]
         if tuple(targets.shape[2:]) == tuple(size):
             return targets, valid
         return _resized(targets, size), (None if valid is None else _resized(valid, size))
 
-    def _top_size(self, outputs: Dict[str, Any]):
-        logits = outputs["logits"][0]
-        return (logits[0] if isinstance(logits, list) else logits).shape[2:]
-
     def compute_losses(self, outputs: Dict[str, Any], batch: AuxBatch) -> Dict[str, torch.Tensor]:
-        targets, valid = self._own_levels(batch.targets, batch.valid, self._top_size(outputs))
-        deep = isinstance(targets, list)
         losses = {}
         for s, name in enumerate(self.scale_names):
-            if deep:
+            targets, valid = self._own_levels(batch.targets, batch.valid, s, outputs)
+            if isinstance(targets, list):
                 t = [with_ignore_channel(tt[:, s:s + 1], None if valid is None else v) for tt, v in
                      zip(targets, valid if valid is not None else [None] * len(targets))]
             else:
                 t = with_ignore_channel(targets[:, s:s + 1], valid)
             losses[f"scale_{name}"] = self.seg_losses[s](outputs["logits"][s], t)
         if self.contrastive is not None:
-            losses["contrastive"] = self._contrastive_loss(outputs, targets, valid)
+            losses["contrastive"] = self._contrastive_loss(outputs, batch.targets, batch.valid)
         return losses
 
     def validation_counts(self, outputs: Dict[str, Any], batch: AuxBatch) -> Dict[str, torch.Tensor]:
-        """(tp, fp, fn) of each D_s on its own scale at its highest output resolution (logit > 0).
+        """(tp, fp, fn) of each D_s on its own scale at its highest output resolution.
 
-        Ignored voxels are left out.
+        ``scale_<name>``: logit > 0. ``scale_<name>@logit>t``: the same at the higher thresholds
+        :data:`COUNT_THRESHOLDS`, from which the trainer logs the Dice at the best fixed
+        threshold of the epoch (``val_dice_best_scale_<name>``): a decoder trained with a
+        class-weighted cross-entropy estimates ``logit(q) + log w`` (w up to 1000 for the
+        rarest scale), so its raw output over-segments by design and the Dice at logit 0
+        understates what it has learned. Ignored voxels are left out.
         """
-        targets, valid = self._own_levels(batch.targets, batch.valid, self._top_size(outputs))
-        targets = targets[0] if isinstance(targets, list) else targets
-        if valid is not None:
-            valid = valid[0] if isinstance(valid, list) else valid
         counts = {}
         for s, name in enumerate(self.scale_names):
+            targets, valid = self._own_levels(batch.targets, batch.valid, s, outputs)
+            targets = targets[0] if isinstance(targets, list) else targets
+            if valid is not None:
+                valid = valid[0] if isinstance(valid, list) else valid
             logits = outputs["logits"][s]
-            pred = (logits[0] if isinstance(logits, list) else logits) > 0
+            logits = logits[0] if isinstance(logits, list) else logits
             ref = targets[:, s:s + 1].bool()
             if valid is not None:
-                pred, ref = pred & valid, ref & valid
-            counts[f"scale_{name}"] = torch.stack([(pred & ref).sum(), (pred & ~ref).sum(), (~pred & ref).sum()])
+                ref = ref & valid
+            for threshold in COUNT_THRESHOLDS:
+                pred = logits > threshold
+                if valid is not None:
+                    pred = pred & valid
+                key = f"scale_{name}" if threshold == 0 else f"scale_{name}@logit>{threshold:g}"
+                counts[key] = torch.stack([(pred & ref).sum(), (pred & ~ref).sum(), (~pred & ref).sum()])
         return counts
 
     def _contrastive_loss(self, outputs, targets, valid) -> torch.Tensor:
@@ -224,6 +237,15 @@ class ScaleTask(AuxiliaryTask):
             hardness = torch.where(labels > 0, 1 - own, torch.zeros_like(own))
         return self.contrastive(embeddings, labels, valid_mask=None if v is None else v[:, 0],
                                 hardness=hardness)
+
+
+def _per_scale(stages, n_scales: int) -> list:
+    """``decoder_stages`` as one value per scale (a single value holds for every scale)."""
+    if isinstance(stages, (list, tuple)):
+        if len(stages) != n_scales:
+            raise ValueError(f"{n_scales} scales need {n_scales} decoder_stages values, got {list(stages)}")
+        return list(stages)
+    return [stages] * n_scales
 
 
 def _resized(mask: torch.Tensor, size) -> torch.Tensor:
