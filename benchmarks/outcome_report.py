@@ -102,7 +102,9 @@ def aggregate(runs: Sequence[dict], regimes: Sequence[str], trainers: Sequence[s
             for trainer in trainers:
                 if not by_trainer.get(trainer):
                     continue
-                rows.append(summary_row(trainer, by_trainer[trainer], step_ratios(reference, trainer)))
+                # measured in the equal-iterations runs, or (--budgets equal_time) in this budget's own runs
+                ratios = step_ratios(reference, trainer) or step_ratios(by_trainer, trainer)
+                rows.append(summary_row(trainer, by_trainer[trainer], ratios))
                 if trainer != STOCK and by_trainer.get(STOCK):
                     deltas.append(delta_row(trainer, by_trainer))
             out.setdefault(regime, {})[budget] = {"rows": rows, "deltas": deltas}

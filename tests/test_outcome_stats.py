@@ -160,3 +160,12 @@ def test_budgets_equal_time_alone_trains_the_others_only_at_equal_wall_time(tmp_
                         or {"step_s": 1.0})
     bench.run_regime(pipeline.REGIMES["demo"])
     assert done == [("equal_iterations", "nnUNetTrainer", 100), ("equal_time", lite, 80)]
+    # the tables: stock alone at equal iterations; at equal wall time the trainer, its step ratio from its own runs
+    report = pytest.importorskip("outcome_report")
+    runs = [_run("nnUNetTrainer", 0, "equal_iterations", [0.5, 0.6], step=1.0, iterations=100),
+            _run(lite, 0, "equal_time", [0.6, 0.6], step=1.3, iterations=80)]
+    out = report.aggregate(runs, ["demo"], ["nnUNetTrainer", lite])
+    assert [r["trainer"] for r in out["demo"]["equal_iterations"]["rows"]] == ["nnUNetTrainer"]
+    rows = out["demo"]["equal_time"]["rows"]
+    assert rows[1]["step_ratio"] == pytest.approx(1.3) and rows[1]["iterations"] == [80]
+    assert out["demo"]["equal_time"]["deltas"][0]["dice"]["mean"] == pytest.approx(0.05)
