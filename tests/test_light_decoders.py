@@ -181,8 +181,8 @@ def test_cut_decoder_rejects_impossible_stage_counts():
             AuxiliaryDecoder(net.decoder, 1, True, stages=bad)
 
 
-@pytest.mark.parametrize("deep", [True, False])
-def test_scale_task_with_cut_decoders_uses_the_matching_targets(deep):
+def light_scale_task(deep, stages):
+    """A ScaleTask with light decoders of the given stages; returns (network, task, levels each loss was built for)."""
     torch.manual_seed(0)
     net = plain_unet(features=(4, 8, 16, 16, 16))
     asked = []
@@ -195,7 +195,13 @@ def test_scale_task_with_cut_decoders_uses_the_matching_targets(deep):
 
     task = ScaleTask(encoder_spec(net), net.decoder, [1, 2, 3], ["small", "medium", "large"], make_loss, deep,
                      default_scale_weights(3), contrastive_weight=0.53, voxels_per_scale=64, embedding_dim=8,
-                     decoder_width=0.25, decoder_stages=-1)
+                     decoder_width=0.25, decoder_stages=stages)
+    return net, task, asked
+
+
+@pytest.mark.parametrize("deep", [True, False])
+def test_scale_task_with_cut_decoders_uses_the_matching_targets(deep):
+    net, task, asked = light_scale_task(deep, -1)
     assert asked == [3, 3, 3] and task.kept_stages == [3, 3, 3] and task.num_levels == 4
     skips, batch = batch_for(net, task)
     if not deep:
@@ -220,19 +226,7 @@ def test_scale_task_with_cut_decoders_uses_the_matching_targets(deep):
 @pytest.mark.parametrize("deep", [True, False])
 def test_scale_task_with_decoder_stages_per_scale(deep):
     """(None, -1, -1): the small-vessel decoder keeps full resolution, the others stop one level lower."""
-    torch.manual_seed(0)
-    net = plain_unet(features=(4, 8, 16, 16, 16))
-    asked = []
-
-    def make_loss(levels=None):
-        asked.append(levels)
-        weights = DS_WEIGHTS[-levels:] if levels else DS_WEIGHTS
-        return build_region_loss(False, False, False, [w / sum(weights) for w in weights] if deep else None,
-                                 bce_pos_weight="balanced")
-
-    task = ScaleTask(encoder_spec(net), net.decoder, [1, 2, 3], ["small", "medium", "large"], make_loss, deep,
-                     default_scale_weights(3), contrastive_weight=0.53, voxels_per_scale=64, embedding_dim=8,
-                     decoder_width=0.25, decoder_stages=(None, -1, -1))
+    net, task, asked = light_scale_task(deep, (None, -1, -1))
     assert asked == [None, 3, 3] and task.kept_stages == [4, 3, 3]
     assert task.hyperparameters()["decoder_stages"] == [None, -1, -1]
     skips, batch = batch_for(net, task)
@@ -255,8 +249,7 @@ def test_scale_task_with_decoder_stages_per_scale(deep):
     counts = task.validation_counts(outputs, batch)
     assert counts["scale_small"].tolist() == [int(ref.sum()), 0, 0]
     with pytest.raises(ValueError, match="3 scales need 3 decoder_stages"):
-        ScaleTask(encoder_spec(net), net.decoder, [1, 2, 3], ["small", "medium", "large"], make_loss, deep,
-                  default_scale_weights(3), decoder_width=0.25, decoder_stages=(None, -1))
+        light_scale_task(deep, (None, -1))
 
 
 def test_decoders_are_counted_at_several_thresholds_and_the_best_is_logged():

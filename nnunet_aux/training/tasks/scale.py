@@ -185,7 +185,7 @@ class ScaleTask(AuxiliaryTask):
     def validation_counts(self, outputs: Dict[str, Any], batch: AuxBatch) -> Dict[str, torch.Tensor]:
         """(tp, fp, fn) of each D_s on its own scale at its highest output resolution.
 
-        ``scale_<name>``: logit > 0. ``scale_<name>@logit>t``: the same at the higher thresholds
+        ``scale_<name>``: logit > 0. ``scale_<name>@logit>t``: the same at the other thresholds of
         :data:`COUNT_THRESHOLDS`, from which the trainer logs the Dice at the best fixed
         threshold of the epoch (``val_dice_best_scale_<name>``): a decoder trained with a
         class-weighted cross-entropy estimates ``logit(q) + log w`` (w up to 1000 for the
