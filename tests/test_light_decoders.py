@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nnunet_aux.heads import AuxiliaryDecoder, encoder_spec, narrow_channels
@@ -181,7 +182,7 @@ def test_cut_decoder_rejects_impossible_stage_counts():
             AuxiliaryDecoder(net.decoder, 1, True, stages=bad)
 
 
-def light_scale_task(deep, stages):
+def light_scale_task(deep, stages, target_downsampling="nearest", ignore_label=False):
     """A ScaleTask with light decoders of the given stages; returns (network, task, levels each loss was built for)."""
     torch.manual_seed(0)
     net = plain_unet(features=(4, 8, 16, 16, 16))
@@ -190,12 +191,12 @@ def light_scale_task(deep, stages):
     def make_loss(levels=None):
         asked.append(levels)
         weights = DS_WEIGHTS[-levels:] if levels else DS_WEIGHTS
-        return build_region_loss(False, False, False, [w / sum(weights) for w in weights] if deep else None,
+        return build_region_loss(False, False, ignore_label, [w / sum(weights) for w in weights] if deep else None,
                                  bce_pos_weight="balanced")
 
     task = ScaleTask(encoder_spec(net), net.decoder, [1, 2, 3], ["small", "medium", "large"], make_loss, deep,
                      default_scale_weights(3), contrastive_weight=0.53, voxels_per_scale=64, embedding_dim=8,
-                     decoder_width=0.25, decoder_stages=stages)
+                     decoder_width=0.25, decoder_stages=stages, target_downsampling=target_downsampling)
     return net, task, asked
 
 
@@ -250,6 +251,71 @@ def test_scale_task_with_decoder_stages_per_scale(deep):
     assert counts["scale_small"].tolist() == [int(ref.sum()), 0, 0]
     with pytest.raises(ValueError, match="3 scales need 3 decoder_stages"):
         light_scale_task(deep, (None, -1))
+
+
+def thin_line_batch(net, task, valid=None):
+    """A one-voxel-wide small vessel at even coordinates, with nnU-Net's nearest-exact target pyramid.
+
+    nearest-exact halving keeps the odd coordinates (source index 2 i + 1), so the line is absent from
+    every lower level of nnU-Net's pyramid.
+    """
+    skips, batch = batch_for(net, task)
+    full = torch.zeros_like(batch.targets[0])
+    full[:, 0, 4, 6, :] = True          # small: a line along the last axis
+    full[:, 2, 20:28, 8:24, 8:24] = True  # large: a block
+    batch.targets = [full] + [F.interpolate(full.float(), size=t.shape[2:], mode="nearest-exact") > 0.5
+                              for t in batch.targets[1:]]
+    if valid is not None:
+        batch.valid = [valid] + [F.interpolate(valid.float(), size=t.shape[2:], mode="nearest-exact") > 0.5
+                                 for t in batch.targets[1:]]
+    return skips, batch
+
+
+@pytest.mark.parametrize("deep", [True, False])
+def test_max_target_downsampling_keeps_thin_vessels(deep):
+    """target_downsampling='max': a half-resolution decoder is taught the thin line nnU-Net's pyramid drops."""
+    net, task, _ = light_scale_task(deep, -1, target_downsampling="max")
+    assert task.hyperparameters()["target_downsampling"] == "max"
+    skips, batch = thin_line_batch(net, task)
+    assert not batch.targets[1][:, 0].any()  # nnU-Net's own half-resolution target has lost the line
+    if not deep:
+        batch.targets = batch.targets[0]
+    outputs = task(skips, batch.main_output)
+    losses = task.compute_losses(outputs, batch)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    # the small decoder's top output (half resolution) is scored against the pooled line: 16 voxels at (2, 3, :)
+    expected = torch.zeros(2, 1, 16, 16, 16, dtype=torch.bool)
+    expected[:, 0, 2, 3, :] = True
+    perfect = torch.where(expected, 10.0, -10.0)
+    if deep:
+        outputs["logits"][0][0] = perfect
+    else:
+        outputs["logits"][0] = perfect
+    assert task.validation_counts(outputs, batch)["scale_small"].tolist() == [32, 0, 0]
+    # scored against nnU-Net's own pyramid the same prediction would be all false positives
+    _, nearest, _ = light_scale_task(deep, -1)
+    assert nearest.validation_counts(outputs, batch)["scale_small"].tolist() == [0, 32, 0]
+    if deep:
+        # every level keeps the line, down to the contrastive loss's labels at 1/8 resolution
+        pooled, _ = task._levels(batch.targets, None)
+        assert [t.shape for t in pooled] == [t.shape for t in batch.targets]
+        assert all(t[:, 0].sum() > 0 for t in pooled)
+
+
+def test_max_target_downsampling_respects_the_valid_mask():
+    """With an ignore label a coarse voxel is the scale's when any valid fine voxel is, valid when any is."""
+    net, task, _ = light_scale_task(True, -1, target_downsampling="max", ignore_label=True)
+    valid = torch.ones(2, 1, 32, 32, 32, dtype=torch.bool)
+    valid[:, :, :, :, 16:] = False  # the second half of the line is not annotated
+    skips, batch = thin_line_batch(net, task, valid=valid)
+    targets, masks = task._levels(batch.targets, batch.valid)
+    assert targets[1][:, 0, 2, 3, :8].all() and not targets[1][:, 0, :, :, 8:].any()
+    assert masks[1][:, :, :, :, :8].all() and not masks[1][:, :, :, :, 8:].any()
+    outputs = task(skips, batch.main_output)
+    assert all(torch.isfinite(v) for v in task.compute_losses(outputs, batch).values())
+    with pytest.raises(ValueError, match="target_downsampling must be 'nearest' or 'max'"):
+        light_scale_task(True, -1, target_downsampling="area")
 
 
 def test_decoders_are_counted_at_several_thresholds_and_the_best_is_logged():

@@ -51,6 +51,9 @@ class nnUNetTrainerScaleAux(nnUNetTrainerAux):
         #: highest-resolution one (its outputs and targets then start one level lower); or one value per
         #: scale, smallest first
         self.scale_decoder_stages = None
+        #: how the scale masks reach lower resolutions (deep supervision, cut decoders, contrastive labels):
+        #: 'nearest' (nnU-Net's) or 'max' (a coarse voxel belongs to a scale when any of its voxels does)
+        self.scale_target_downsampling = "nearest"
         #: Dice of L_s over the whole batch (True) or per patch (False); None = the plan's batch_dice
         self.scale_batch_dice = None
         #: foreground weight of L_s's cross-entropy (the paper's "weighted cross-entropy"): None = unweighted,
@@ -68,6 +71,7 @@ class nnUNetTrainerScaleAux(nnUNetTrainerAux):
             voxels_per_scale=self.contrastive_voxels_per_scale, sampling=self.contrastive_sampling,
             embedding_dim=self.projection_dim, projection_hidden=self.projection_hidden,
             decoder_width=self.scale_decoder_width, decoder_stages=self.scale_decoder_stages,
+            target_downsampling=self.scale_target_downsampling,
             loss_settings={"scale_batch_dice": self.scale_batch_dice, "scale_bce_pos_weight": self.scale_bce_pos_weight,
                            "scale_bce_max_pos_weight": self.scale_bce_max_pos_weight})
         return super().build_aux_tasks() + [task]

@@ -73,6 +73,12 @@ class ScaleTask(AuxiliaryTask):
         None keeps all (the paper), ``-1`` all but the highest-resolution one. A sequence gives
         one value per scale, smallest first (e.g. ``(None, -1, -1)``: the small-vessel decoder
         keeps the full-resolution stage, where vessels of 1-2 voxels are still resolved).
+    target_downsampling : {'nearest', 'max'}
+        How the scale masks reach the lower-resolution outputs (deep supervision, cut decoders,
+        the contrastive loss's labels). 'nearest' is nnU-Net's way (one voxel of each 2 x 2 x 2
+        block): a vessel one voxel wide then survives only where it happens to lie on even
+        coordinates, a target the image cannot predict. 'max' marks a coarse voxel as scale s
+        when any of its fine voxels is ("any" pooling): thin vessels stay whole and connected.
     loss_settings : dict, optional
         How ``make_seg_loss`` builds L_s (batch Dice, BCE weighting), for the log and checkpoint.
 
@@ -89,8 +95,12 @@ class ScaleTask(AuxiliaryTask):
                  scale_weights: Sequence[float], contrastive_weight: float = 0.0, temperature: float = 0.94,
                  voxels_per_scale: int = 512, sampling: str = "random", embedding_dim: int = 64,
                  projection_hidden: Optional[int] = None, decoder_width: float = 1.0,
-                 decoder_stages: Optional[int] = None, loss_settings: Optional[Dict[str, Any]] = None):
+                 decoder_stages: Optional[int] = None, target_downsampling: str = "nearest",
+                 loss_settings: Optional[Dict[str, Any]] = None):
         super().__init__()
+        if target_downsampling not in ("nearest", "max"):
+            raise ValueError(f"target_downsampling must be 'nearest' or 'max', got {target_downsampling!r}")
+        self.target_downsampling = target_downsampling
         if len(scale_labels) < 2:
             raise ValueError(f"need at least 2 scales, got labels {list(scale_labels)}")
         if len(scale_weights) != len(scale_labels):
@@ -124,6 +134,7 @@ class ScaleTask(AuxiliaryTask):
             "projection_hidden": hidden if self.projections is not None else None,
             "decoder_width": float(decoder_width),
             "decoder_stages": list(decoder_stages) if isinstance(decoder_stages, (list, tuple)) else decoder_stages,
+            "target_downsampling": target_downsampling,
             **(loss_settings or {}),
         }
 
@@ -155,9 +166,8 @@ class ScaleTask(AuxiliaryTask):
     def _own_levels(self, targets, valid, s: int, outputs: Dict[str, Any]):
         """The targets (and valid masks) at the resolutions of decoder ``s``'s outputs.
 
-        With deep supervision: the lowest ``kept_stages[s]`` levels. Without: the full-resolution
-        target, downsampled to the output's size (nearest, as nnU-Net downsamples its targets)
-        when the decoder is cut.
+        With deep supervision: the lowest ``kept_stages[s]`` levels (of :meth:`_levels`). Without:
+        the full-resolution target, downsampled to the output's size when the decoder is cut.
         """
         if isinstance(targets, list):
             first = self.num_levels - self.kept_stages[s]
@@ -166,12 +176,39 @@ class ScaleTask(AuxiliaryTask):
         size = (logits[0] if isinstance(logits, list) else logits).shape[2:]
         if tuple(targets.shape[2:]) == tuple(size):
             return targets, valid
-        return _resized(targets, size), (None if valid is None else _resized(valid, size))
+        return self._downsampled(targets, valid, size)
+
+    def _downsampled(self, target: torch.Tensor, valid: Optional[torch.Tensor], size):
+        """A full-resolution target (and valid mask) at ``size``, the way ``target_downsampling`` says."""
+        if self.target_downsampling == "nearest":
+            return _resized(target, size), (None if valid is None else _resized(valid, size))
+        if valid is not None:
+            # a coarse voxel is scale s when any of its valid fine voxels is, valid when any fine voxel is
+            return _any_pooled(target & valid, size), _any_pooled(valid, size)
+        return _any_pooled(target, size), None
+
+    def _levels(self, targets, valid):
+        """nnU-Net's deep-supervision targets, re-pooled from full resolution when ``target_downsampling`` is 'max'.
+
+        nnU-Net hands over its pyramid (nearest-exact, first level full resolution); with
+        'max' each lower level is rebuilt at the same size by pooling the level above it ("any" of
+        "any" is "any" over the whole block, since nnU-Net's strides are whole numbers). Once per batch.
+        """
+        if self.target_downsampling == "nearest" or not isinstance(targets, list):
+            return targets, valid
+        out_t, out_v = [targets[0]], [valid[0]] if valid is not None else None
+        for level in range(1, len(targets)):
+            t, v = self._downsampled(out_t[-1], None if valid is None else out_v[-1], targets[level].shape[2:])
+            out_t.append(t)
+            if out_v is not None:
+                out_v.append(v)
+        return out_t, out_v
 
     def compute_losses(self, outputs: Dict[str, Any], batch: AuxBatch) -> Dict[str, torch.Tensor]:
         losses = {}
+        all_targets, all_valid = self._levels(batch.targets, batch.valid)
         for s, name in enumerate(self.scale_names):
-            targets, valid = self._own_levels(batch.targets, batch.valid, s, outputs)
+            targets, valid = self._own_levels(all_targets, all_valid, s, outputs)
             if isinstance(targets, list):
                 t = [with_ignore_channel(tt[:, s:s + 1], None if valid is None else v) for tt, v in
                      zip(targets, valid if valid is not None else [None] * len(targets))]
@@ -179,7 +216,7 @@ class ScaleTask(AuxiliaryTask):
                 t = with_ignore_channel(targets[:, s:s + 1], valid)
             losses[f"scale_{name}"] = self.seg_losses[s](outputs["logits"][s], t)
         if self.contrastive is not None:
-            losses["contrastive"] = self._contrastive_loss(outputs, batch.targets, batch.valid)
+            losses["contrastive"] = self._contrastive_loss(outputs, all_targets, all_valid)
         return losses
 
     def validation_counts(self, outputs: Dict[str, Any], batch: AuxBatch) -> Dict[str, torch.Tensor]:
@@ -193,8 +230,9 @@ class ScaleTask(AuxiliaryTask):
         understates what it has learned. Ignored voxels are left out.
         """
         counts = {}
+        all_targets, all_valid = self._levels(batch.targets, batch.valid)
         for s, name in enumerate(self.scale_names):
-            targets, valid = self._own_levels(batch.targets, batch.valid, s, outputs)
+            targets, valid = self._own_levels(all_targets, all_valid, s, outputs)
             targets = targets[0] if isinstance(targets, list) else targets
             if valid is not None:
                 valid = valid[0] if isinstance(valid, list) else valid
@@ -215,13 +253,11 @@ class ScaleTask(AuxiliaryTask):
         emb = outputs["embeddings"]
         size = emb[0].shape[2:]
         # Scale labels at the resolution of the decoders' first stage: the lowest deep-supervision
-        # target has exactly that resolution; without deep supervision we downsample (nearest).
+        # target has exactly that resolution; without deep supervision we downsample.
         t = targets[-1] if isinstance(targets, list) else targets
         v = (valid[-1] if isinstance(valid, list) else valid) if valid is not None else None
         if tuple(t.shape[2:]) != tuple(size):
-            t = _resized(t, size)
-            if v is not None:
-                v = _resized(v, size)
+            t, v = self._downsampled(t.bool(), None if v is None else v.bool(), size)
         present = t.any(1)
         labels = torch.where(present, t.float().argmax(1) + 1, torch.zeros_like(present, dtype=torch.long))
         # z_i^s: a voxel of scale s is embedded by proj_s of decoder D_s (Eq. 6).
@@ -246,6 +282,14 @@ def _per_scale(stages, n_scales: int) -> list:
             raise ValueError(f"{n_scales} scales need {n_scales} decoder_stages values, got {list(stages)}")
         return list(stages)
     return [stages] * n_scales
+
+
+def _any_pooled(mask: torch.Tensor, size) -> torch.Tensor:
+    """A binary mask at ``size``: a coarse voxel is set when any fine voxel it covers is (adaptive max pooling)."""
+    if tuple(mask.shape[2:]) == tuple(size):
+        return mask.bool()
+    pool = {1: F.adaptive_max_pool1d, 2: F.adaptive_max_pool2d, 3: F.adaptive_max_pool3d}[mask.ndim - 2]
+    return pool(mask.float(), tuple(int(n) for n in size)) > 0.5
 
 
 def _resized(mask: torch.Tensor, size) -> torch.Tensor:
