@@ -14,7 +14,8 @@ from test_heads import plain_unet, resenc_unet
 DS_WEIGHTS = [4 / 7, 2 / 7, 1 / 7, 0]
 
 
-def make_task(contrastive_weight=0.53, sampling="random", ignore=False, network="plain3d"):
+def make_task(contrastive_weight=0.53, sampling="random", ignore=False, network="plain3d",
+              target_downsampling="nearest"):
     torch.manual_seed(0)
     net = {"plain3d": lambda: plain_unet(features=(4, 8, 16, 16, 16)),
            "plain2d": lambda: plain_unet(2, features=(4, 8, 16, 16, 16)),
@@ -22,7 +23,7 @@ def make_task(contrastive_weight=0.53, sampling="random", ignore=False, network=
     task = ScaleTask(encoder_spec(net), net.decoder, [1, 2, 3], ["small", "medium", "large"],
                      lambda: build_region_loss(False, False, ignore, DS_WEIGHTS), True, default_scale_weights(3),
                      contrastive_weight=contrastive_weight, sampling=sampling, voxels_per_scale=64,
-                     embedding_dim=8)
+                     embedding_dim=8, target_downsampling=target_downsampling)
     return net, task
 
 
@@ -47,9 +48,10 @@ def test_paper_weights():
     assert default_scale_weights(4) == (0.6,) * 4
 
 
+@pytest.mark.parametrize("target_downsampling", ["nearest", "max"])
 @pytest.mark.parametrize("network", ["plain3d", "plain2d", "resenc3d"])
-def test_losses_are_finite_and_reach_every_parameter(network):
-    net, task = make_task(network=network)
+def test_losses_are_finite_and_reach_every_parameter(network, target_downsampling):
+    net, task = make_task(network=network, target_downsampling=target_downsampling)
     skips, batch = batch_for(net, task)
     losses = task.compute_losses(task(skips, batch.main_output), batch)
     assert set(losses) == {"scale_small", "scale_medium", "scale_large", "contrastive"}
@@ -62,9 +64,10 @@ def test_losses_are_finite_and_reach_every_parameter(network):
     assert all(p.grad is not None for p in net.encoder.parameters())
 
 
+@pytest.mark.parametrize("target_downsampling", ["nearest", "max"])
 @pytest.mark.parametrize("present", [(), (2,), (1, 3)])
-def test_missing_scales_give_no_nan(present):
-    net, task = make_task(sampling="hard")
+def test_missing_scales_give_no_nan(present, target_downsampling):
+    net, task = make_task(sampling="hard", target_downsampling=target_downsampling)
     skips, batch = batch_for(net, task, present)
     losses = task.compute_losses(task(skips, batch.main_output), batch)
     assert all(torch.isfinite(v) for v in losses.values())
