@@ -200,6 +200,23 @@ def light_scale_task(deep, stages, target_downsampling="nearest", ignore_label=F
     return net, task, asked
 
 
+def forward_and_backward(task, skips, batch):
+    """The task's outputs for ``batch``, after checking that its losses are finite and backpropagate."""
+    outputs = task(skips, batch.main_output)
+    losses = task.compute_losses(outputs, batch)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    return outputs
+
+
+def set_top_logits(outputs, s: int, logits) -> None:
+    """Replace decoder ``s``'s highest-resolution output (the first deep-supervision level, if a list)."""
+    if isinstance(outputs["logits"][s], list):
+        outputs["logits"][s][0] = logits
+    else:
+        outputs["logits"][s] = logits
+
+
 @pytest.mark.parametrize("deep", [True, False])
 def test_scale_task_with_cut_decoders_uses_the_matching_targets(deep):
     net, task, asked = light_scale_task(deep, -1)
@@ -207,18 +224,12 @@ def test_scale_task_with_cut_decoders_uses_the_matching_targets(deep):
     skips, batch = batch_for(net, task)
     if not deep:
         batch.targets = batch.targets[0]
-    outputs = task(skips, batch.main_output)
-    losses = task.compute_losses(outputs, batch)
-    assert all(torch.isfinite(v) for v in losses.values())
-    sum(losses.values()).backward()
+    outputs = forward_and_backward(task, skips, batch)
     # counts at the decoders' highest output (half resolution): a perfect "medium" decoder
     ref = (batch.targets[1] if deep else batch.targets[:, :, ::2, ::2, ::2])[:, 1:2]
     top = outputs["logits"][1][0] if deep else outputs["logits"][1]
     assert top.shape[2:] == ref.shape[2:]
-    if deep:
-        outputs["logits"][1][0] = torch.where(ref, 10.0, -10.0)
-    else:
-        outputs["logits"][1] = torch.where(ref, 10.0, -10.0)
+    set_top_logits(outputs, 1, torch.where(ref, 10.0, -10.0))
     counts = task.validation_counts(outputs, batch)
     assert counts["scale_medium"].tolist() == [int(ref.sum()), 0, 0]
     assert task.hyperparameters()["decoder_stages"] == -1
@@ -233,20 +244,14 @@ def test_scale_task_with_decoder_stages_per_scale(deep):
     skips, batch = batch_for(net, task)
     if not deep:
         batch.targets = batch.targets[0]
-    outputs = task(skips, batch.main_output)
+    outputs = forward_and_backward(task, skips, batch)
     top = [lg[0] if deep else lg for lg in outputs["logits"]]
     full = batch.targets[0] if deep else batch.targets
     assert top[0].shape[2:] == full.shape[2:] and all(t.shape[-1] == full.shape[-1] // 2 for t in top[1:])
-    losses = task.compute_losses(outputs, batch)
-    assert all(torch.isfinite(v) for v in losses.values())
-    sum(losses.values()).backward()
     # each decoder is scored at its own highest resolution: a perfect small decoder at full resolution
     ref = full[:, 0:1]
     perfect = torch.where(ref, 10.0, -10.0)
-    if deep:
-        outputs["logits"][0][0] = perfect
-    else:
-        outputs["logits"][0] = perfect
+    set_top_logits(outputs, 0, perfect)
     counts = task.validation_counts(outputs, batch)
     assert counts["scale_small"].tolist() == [int(ref.sum()), 0, 0]
     with pytest.raises(ValueError, match="3 scales need 3 decoder_stages"):
@@ -280,18 +285,12 @@ def test_max_target_downsampling_keeps_thin_vessels(deep):
     assert not batch.targets[1][:, 0].any()  # nnU-Net's own half-resolution target has lost the line
     if not deep:
         batch.targets = batch.targets[0]
-    outputs = task(skips, batch.main_output)
-    losses = task.compute_losses(outputs, batch)
-    assert all(torch.isfinite(v) for v in losses.values())
-    sum(losses.values()).backward()
+    outputs = forward_and_backward(task, skips, batch)
     # the small decoder's top output (half resolution) is scored against the pooled line: 16 voxels at (2, 3, :)
     expected = torch.zeros(2, 1, 16, 16, 16, dtype=torch.bool)
     expected[:, 0, 2, 3, :] = True
     perfect = torch.where(expected, 10.0, -10.0)
-    if deep:
-        outputs["logits"][0][0] = perfect
-    else:
-        outputs["logits"][0] = perfect
+    set_top_logits(outputs, 0, perfect)
     assert task.validation_counts(outputs, batch)["scale_small"].tolist() == [32, 0, 0]
     # scored against nnU-Net's own pyramid the same prediction would be all false positives
     _, nearest, _ = light_scale_task(deep, -1)
