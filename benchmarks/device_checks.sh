@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The GPU checks of issue #10, as one short script for a lent device machine.
+#
+#   bash benchmarks/device_checks.sh            # on the GPU machine, from the repository root
+#   DEVICE=cpu SIZE=tiny bash benchmarks/device_checks.sh   # dry run of the same commands on a CPU
+#
+# What it measures (every ratio against stock nnUNetTrainer measured in the same process):
+#   1. bench_trainers.py at nnU-Net's default 3d_fullres network (patch 128^3, features
+#      32-64-128-256-320-320, batch 2) under nnU-Net's autocast, eager: step time, FLOPs, peak
+#      memory of every trainer (the scale trainers incl. ...Lite, the peers, ClsAux, SimSiam).
+#   2. bench_clef.py at the same network, eager and with nnUNet_compile=true (target ratio <= 2.2).
+# JSON results go to $OUT (the device tool's output folder) or ./device_checks_out, logs beside them.
+# Takes about 4-6 minutes on an H100/H200 (2026-12 estimate: ~1 s per trainer step round at 128^3,
+# plus compile time); SIZE=small (48 x 64 x 64, 16-128) takes under a minute.
+#
+# Environment: DEVICE (cuda), SIZE (default | small | tiny), STEPS (10), THREADS (8), PYTHON (python).
+set -euo pipefail
+
+DEVICE=${DEVICE:-cuda}
+SIZE=${SIZE:-default}
+STEPS=${STEPS:-10}
+THREADS=${THREADS:-8}
+PYTHON=${PYTHON:-python}
+OUTDIR=${OUT:-./device_checks_out}
+mkdir -p "$OUTDIR"
+
+case "$SIZE" in
+  default) PATCH="128 128 128"; FEATURES="32 64 128 256 320 320" ;;
+  small)   PATCH="48 64 64";    FEATURES="16 32 64 128 128" ;;
+  tiny)    PATCH="32 32 32";    FEATURES="8 16 32 32"; STEPS=1 ;;
+  *) echo "SIZE must be default, small or tiny (got '$SIZE')" >&2; exit 2 ;;
+esac
+
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+"$PYTHON" -c "import torch, nnunetv2; print('torch', torch.__version__, '| cuda', torch.cuda.is_available(), \
+'|', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"
+if [ "$DEVICE" = cuda ] && ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "DEVICE=cuda but torch sees no GPU; run with DEVICE=cpu SIZE=tiny for a dry run" >&2
+  exit 3
+fi
+
+run() {  # name, command...: log to $OUTDIR/name.log, keep going after a failure so that the rest still runs
+  local name=$1; shift
+  echo "== $name: $*"
+  local t0=$SECONDS
+  if "$@" > "$OUTDIR/$name.log" 2>&1; then
+    echo "   ok in $((SECONDS - t0)) s"
+  else
+    echo "   FAILED (exit $?) after $((SECONDS - t0)) s; last lines:"; tail -n 20 "$OUTDIR/$name.log"
+    FAILED=1
+  fi
+}
+FAILED=0
+
+# shellcheck disable=SC2086  # PATCH and FEATURES are word lists on purpose
+run trainers_eager env nnUNet_compile=false "$PYTHON" benchmarks/bench_trainers.py --device "$DEVICE" \
+  --patch $PATCH --features $FEATURES --batch 2 --steps "$STEPS" --warmup 2 --threads "$THREADS" --no-rss \
+  --json "$OUTDIR/trainers_eager.json"
+# shellcheck disable=SC2086
+run clef_eager env nnUNet_compile=false "$PYTHON" benchmarks/bench_clef.py --device "$DEVICE" \
+  --patch $PATCH --features $FEATURES --batch 2 --steps "$STEPS" --warmup 2 --threads "$THREADS" \
+  --json "$OUTDIR/clef_eager.json"
+if [ "$DEVICE" = cuda ]; then
+  # shellcheck disable=SC2086
+  run clef_compiled env nnUNet_compile=true "$PYTHON" benchmarks/bench_clef.py --device "$DEVICE" \
+    --patch $PATCH --features $FEATURES --batch 2 --steps "$STEPS" --warmup 3 --threads "$THREADS" --no-flops \
+    --json "$OUTDIR/clef_compiled.json"
+fi
+
+echo "== tables"
+for f in "$OUTDIR"/*.log; do echo "--- $(basename "$f")"; tail -n 40 "$f"; done
+exit "$FAILED"
