@@ -11,7 +11,7 @@
 #   2. bench_clef.py at the same network, eager and with nnUNet_compile=true (target ratio <= 2.2).
 # JSON results go to $OUT (the device tool's output folder) or ./device_checks_out, logs beside them.
 # Expected to take a few minutes on an H100/H200 (estimate: stock's step was 77 ms there at 128^3;
-# 12 rounds of 13 trainers, FLOP counts and compilation); SIZE=small (48 x 64 x 64, 16-128) takes under a minute.
+# 12 rounds of 12 trainers, FLOP counts and compilation); SIZE=small (48 x 64 x 64, 16-128) takes under a minute.
 #
 # Environment: DEVICE (cuda), SIZE (default | small | tiny), STEPS (10), THREADS (8), PYTHON (python).
 set -euo pipefail
