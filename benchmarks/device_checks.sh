@@ -23,7 +23,6 @@ STEPS=${STEPS:-10}
 THREADS=${THREADS:-8}
 PYTHON=${PYTHON:-python}
 OUTDIR=${OUT:-./device_checks_out}
-mkdir -p "$OUTDIR"
 
 case "$SIZE" in
   default) PATCH="128 128 128"; FEATURES="32 64 128 256 320 320" ;;
@@ -31,12 +30,13 @@ case "$SIZE" in
   tiny)    PATCH="32 32 32";    FEATURES="8 16 32 32"; STEPS=1 ;;
   *) echo "SIZE must be default, small or tiny (got '$SIZE')" >&2; exit 2 ;;
 esac
+mkdir -p "$OUTDIR"
 
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-"$PYTHON" -c "import torch, nnunetv2; print('torch', torch.__version__, '| cuda', torch.cuda.is_available(), \
-'|', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"
-if [ "$DEVICE" = cuda ] && ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+if ! "$PYTHON" -c "import sys, torch, nnunetv2; gpu = torch.cuda.is_available(); \
+print('torch', torch.__version__, '|', torch.cuda.get_device_name(0) if gpu else 'no GPU'); \
+sys.exit(0 if gpu or sys.argv[1] != 'cuda' else 1)" "$DEVICE"; then
   echo "DEVICE=cuda but torch sees no GPU; run with DEVICE=cpu SIZE=tiny for a dry run" >&2
   exit 3
 fi
@@ -54,18 +54,14 @@ run() {  # name, command...: log to $OUTDIR/name.log, keep going after a failure
 }
 FAILED=0
 
-# shellcheck disable=SC2086  # PATCH and FEATURES are word lists on purpose
-run trainers_eager env nnUNet_compile=false "$PYTHON" benchmarks/bench_trainers.py --device "$DEVICE" \
-  --patch $PATCH --features $FEATURES --batch 2 --steps "$STEPS" --warmup 2 --threads "$THREADS" --no-rss \
+# shellcheck disable=SC2206  # PATCH and FEATURES are word lists on purpose
+COMMON=(--device "$DEVICE" --patch $PATCH --features $FEATURES --batch 2 --steps "$STEPS" --threads "$THREADS")
+run trainers_eager env nnUNet_compile=false "$PYTHON" benchmarks/bench_trainers.py "${COMMON[@]}" --warmup 2 --no-rss \
   --json "$OUTDIR/trainers_eager.json"
-# shellcheck disable=SC2086
-run clef_eager env nnUNet_compile=false "$PYTHON" benchmarks/bench_clef.py --device "$DEVICE" \
-  --patch $PATCH --features $FEATURES --batch 2 --steps "$STEPS" --warmup 2 --threads "$THREADS" \
+run clef_eager env nnUNet_compile=false "$PYTHON" benchmarks/bench_clef.py "${COMMON[@]}" --warmup 2 \
   --json "$OUTDIR/clef_eager.json"
 if [ "$DEVICE" = cuda ]; then
-  # shellcheck disable=SC2086
-  run clef_compiled env nnUNet_compile=true "$PYTHON" benchmarks/bench_clef.py --device "$DEVICE" \
-    --patch $PATCH --features $FEATURES --batch 2 --steps "$STEPS" --warmup 3 --threads "$THREADS" --no-flops \
+  run clef_compiled env nnUNet_compile=true "$PYTHON" benchmarks/bench_clef.py "${COMMON[@]}" --warmup 3 --no-flops \
     --json "$OUTDIR/clef_compiled.json"
 fi
 
