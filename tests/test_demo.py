@@ -158,7 +158,7 @@ def test_run_command_streams_logs_and_reports_failure(tmp_path):
     log = tmp_path / "logs" / "ok.log"
     run_command([sys.executable, "-c", "print('hello')"], {}, log, stream=stream)
     assert stream.getvalue() == "hello\n"
-    assert log.read_text(encoding="utf-8").endswith("hello\n")
+    assert "\nhello\n[exit code 0]\n" in log.read_text(encoding="utf-8")
     code = "import sys\nfor i in range(100): print('line', i)\nsys.exit(3)"
     with pytest.raises(CommandFailedError) as error:
         run_command([sys.executable, "-c", code], {}, tmp_path / "bad.log", stream=None)

@@ -29,7 +29,9 @@ from nnunet_aux.experiment import (
     write_per_fold_csv,
     write_table_csv,
 )
-from nnunet_aux.experiment.commands import environment_with_trainer_path, train_command
+from nnunet_aux.experiment.commands import environment_with_trainer_path
+from nnunet_aux.experiment.jobs import TrainingJob
+from nnunet_aux.experiment.process import nnunet_command
 from nnunet_aux.experiment.layout import find_dataset_name
 from nnunet_aux.training import trainer_path
 
@@ -179,11 +181,14 @@ def test_fold_state_and_command(tmp_path, files, state, flag):
     for name in files:
         touch(tmp_path / "fold_0" / name)
     assert fold_state(tmp_path / "fold_0") == state
+    job = TrainingJob("T/fold_0", "990", "3d_fullres", 0, "T", "nnUNetPlans", "cpu", str(tmp_path / "fold_0"),
+                      str(tmp_path / "log"), {}, nnunet_command("nnUNetv2_train"))
+    assert job.state() == state
     if state == "finished":
         with pytest.raises(ValueError, match="no training needed"):
-            train_command("990", "3d_fullres", 0, "T", "nnUNetPlans", "cpu", state)
+            job.train_command(state)
         return
-    command = train_command("990", "3d_fullres", 0, "T", "nnUNetPlans", "cpu", state)
+    command = job.train_command(state)
     assert Path(command[0]).name == "nnUNetv2_train"
     assert command[1:10] == ["990", "3d_fullres", "0", "-tr", "T", "-p", "nnUNetPlans", "-device", "cpu"]
     assert command[10:] == ([flag] if flag else [])
@@ -391,13 +396,13 @@ open(os.path.join(out, "validation", "summary.json"), "w").write("{}")
 
 def test_run_experiment_trains_what_is_missing(tmp_path, monkeypatch):
     """The runner's decisions, with a stand-in for nnUNetv2_train (no nnU-Net run)."""
-    import nnunet_aux.experiment.commands as commands
+    import nnunet_aux.experiment.process as process
     import nnunet_aux.experiment.runner as runner
 
     script = tmp_path / "fake_nnUNetv2_train.py"
     script.write_text(FAKE_TRAIN)
     calls = tmp_path / "calls.txt"
-    monkeypatch.setattr(commands, "nnunet_command", lambda name: [sys.executable, str(script)])
+    monkeypatch.setattr(process, "nnunet_command", lambda name: [sys.executable, str(script)])
     monkeypatch.setattr(runner, "missing_trainers", lambda trainers, env: [])
     _, results, env = make_nnunet_tree(tmp_path / "n", ["TrainerB"], folds=(1,))
     env["FAKE_CALLS"] = str(calls)

@@ -1,16 +1,15 @@
-"""Running nnU-Net's console commands as subprocesses, with their output shown and logged."""
+"""nnU-Net's console commands for the demo: its environment, and failures as exceptions (the
+processes themselves run through :mod:`nnunet_aux.experiment.process`)."""
 
 from __future__ import annotations
 
 import collections
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Mapping, Sequence, TextIO
 
-from ..errors import InputError
+from ..experiment.process import nnunet_command, run_logged
 
 #: Lines of a failed command's output repeated in the error message.
 TAIL_LINES = 25
@@ -21,32 +20,14 @@ class CommandFailedError(RuntimeError):
 
 
 def nnunet_executable(name: str) -> str:
-    """Path of an nnU-Net console script, e.g. ``nnUNetv2_train``.
-
-    The script beside the running Python interpreter is preferred, so that the demo uses
-    the nnU-Net of its own environment even when that environment is not activated.
-
-    Parameters
-    ----------
-    name : str
-        Name of the console script.
-
-    Returns
-    -------
-    path : str
+    """Path of an nnU-Net console script, e.g. ``nnUNetv2_train`` (the one beside this Python first).
 
     Examples
     --------
     >>> os.path.basename(nnunet_executable("nnUNetv2_train"))
     'nnUNetv2_train'
     """
-    beside_python = Path(sys.executable).parent / name
-    if beside_python.is_file():
-        return str(beside_python)
-    found = shutil.which(name)
-    if found is None:
-        raise InputError(f"{name} was found neither beside {sys.executable} nor on PATH; is nnunetv2 installed?")
-    return found
+    return nnunet_command(name)[0]
 
 
 def nnunet_environment(workdir: str | os.PathLike, trainer_paths: Sequence[str],
@@ -91,7 +72,7 @@ def nnunet_environment(workdir: str | os.PathLike, trainer_paths: Sequence[str],
 
 def run_command(command: Sequence[str], env: Mapping[str, str], log_file: str | os.PathLike,
                 stream: TextIO | None = sys.stdout) -> None:
-    """Run a command, copying its output to ``stream`` as it comes and to ``log_file``.
+    """Run a command through :func:`nnunet_aux.experiment.process.run_logged`, showing its output.
 
     Parameters
     ----------
@@ -100,7 +81,7 @@ def run_command(command: Sequence[str], env: Mapping[str, str], log_file: str | 
     env : mapping
         The command's environment.
     log_file : path-like
-        File that receives the command line and all output (stdout and stderr).
+        File that receives the command line and all output (stdout and stderr); started anew.
     stream : text stream or None, optional
         Where to show the output live; None shows nothing.
 
@@ -110,28 +91,9 @@ def run_command(command: Sequence[str], env: Mapping[str, str], log_file: str | 
         The command exited with a non-zero status; the message holds the last
         :data:`TAIL_LINES` lines of output and the log file's path.
     """
-    log_file = Path(log_file)
-    log_file.parent.mkdir(parents=True, exist_ok=True)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-    with open(log_file, "w", encoding="utf-8") as log:
-        log.write("$ " + " ".join(command) + "\n")
-        log.flush()
-        process = subprocess.Popen(list(command), env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, encoding="utf-8", errors="replace", bufsize=1)
-        assert process.stdout is not None
-        try:
-            # Line by line; tqdm's carriage returns come through inside the lines.
-            for line in process.stdout:
-                log.write(line)
-                tail.append(line.rstrip("\n").split("\r")[-1])
-                if stream is not None:
-                    stream.write(line)
-                    stream.flush()
-            status = process.wait()
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
+    echo = None if stream is None else (lambda line: (stream.write(line + "\n"), stream.flush()))
+    status = run_logged(command, env, log_file, echo=echo, append=False, tail=tail)
     if status != 0:
         raise CommandFailedError(
             f"{Path(command[0]).name} failed (exit status {status}). Last lines:\n"

@@ -18,24 +18,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import InputError
-from .commands import (
-    DEVICES,
-    environment_with_trainer_path,
-    log_tail,
-    missing_trainers,
-    run_logged,
-    train_command,
-)
-from .fold_evaluation import evaluate_fold
-from .layout import (FINISHED, check_folds, find_dataset_name, fold_state, nnunet_folder, trainer_folder,
-                     validation_cases)
-from .table import build_table, fold_values, format_markdown, table_columns, write_per_fold_csv, write_table_csv
+from . import process
+from .cluster import ClusterOptions, Submission, needs_first_alone, run_jobs
+from .commands import DEVICES, environment_with_trainer_path, missing_trainers
+from .jobs import FoldEvaluation, JobResult, TrainingJob
+from .layout import FINISHED, check_folds, find_dataset_name, fold_state, nnunet_folder, trainer_folder, validation_cases
+from .table import build_table, format_markdown, table_columns, write_per_fold_csv, write_table_csv
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +55,7 @@ class FoldFailure:
 
 @dataclass
 class FoldStep:
-    """What was done for one trainer and fold in this run."""
+    """What was done for one trainer and fold (and seed) in this run."""
 
     trainer: str
     fold: int
@@ -71,6 +64,7 @@ class FoldStep:
     returncode: int | None = None
     seconds: float = 0.0
     evaluation_reused: bool | None = None
+    seed: int | None = None
 
 
 @dataclass
@@ -84,11 +78,15 @@ class ExperimentResult:
     markdown: str
     steps: list[FoldStep] = field(default_factory=list)
     failures: list[FoldFailure] = field(default_factory=list)
+    #: job key -> job id of jobs submitted and not waited for (``wait=False``)
+    submitted: dict[str, str] = field(default_factory=dict)
+    #: job keys of (trainer, fold, seed) without results yet (``collect`` or ``wait=False``)
+    missing: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """Whether every fold of every trainer was trained and evaluated."""
-        return not self.failures
+        return not self.failures and not self.missing
 
 
 def _check_plans(preprocessed_dataset: Path, plans: str, configuration: str) -> None:
@@ -167,9 +165,17 @@ def run_experiment(
     env: Mapping[str, str] | None = None,
     echo: Callable[[str], None] | None = None,
     figure: bool = True,
+    seeds: Sequence[int] | None = None,
+    cluster: ClusterOptions | None = None,
+    wait: bool = True,
+    collect: bool = False,
 ) -> ExperimentResult:
-    """Train or reuse every trainer on every fold, evaluate nnU-Net's validation
+    """Train or reuse every trainer on every fold (and seed), evaluate nnU-Net's validation
     predictions and write Sadikine et al.'s Table 1 (mean ± std over folds).
+
+    Every (trainer, fold, seed) is one :class:`~nnunet_aux.experiment.jobs.TrainingJob`, run
+    through submitit (:func:`~nnunet_aux.experiment.cluster.run_jobs`): one after the other
+    on this machine by default, several at once, or as a SLURM array.
 
     Parameters
     ----------
@@ -178,7 +184,8 @@ def run_experiment(
     trainers : sequence of str
         nnU-Net trainer class names, one table row each (in this order).
     folds : sequence of int, optional
-        Cross-validation folds.
+        Cross-validation folds. A missing ``splits_final.json`` is written first, as
+        nnU-Net would write it (5 folds, seed 12345), so that no job has to.
     configuration, plans : str, optional
         nnU-Net configuration and plans identifier.
     device : str, optional
@@ -186,13 +193,14 @@ def run_experiment(
     output_dir : path-like, optional
         Default ``$nnUNet_results/DatasetXXX_Name/nnunet_aux_experiment``. Holds
         ``table.md``, ``table.csv``, ``per_fold.csv``, ``table.png``,
-        ``experiment.json`` (settings, steps, failures), ``logs/`` (one training log per
-        trainer and fold) and ``evaluation/`` (the cached per-fold evaluations).
+        ``experiment.json`` (settings, steps, failures), ``jobs.json`` (job ids),
+        ``engine/`` (submitit's files), ``logs/`` (one training log per trainer, fold
+        and seed) and ``evaluation/`` (the cached per-fold evaluations).
     label : str, optional
         Label or region of the table; default the first with vessel scales, else the
         first label.
     stop_on_error : bool, optional
-        Stop at the first failed fold instead of going on with the others.
+        Local runs: start no further job after the first failure.
     ddof : int, optional
         0 (population) or 1 (sample) standard deviation over folds.
     num_processes : int, optional
@@ -201,9 +209,21 @@ def run_experiment(
         Environment for nnU-Net (default ``os.environ``); ``nnUNet_extTrainer`` gets
         this package's trainer folder added.
     echo : callable, optional
-        Called with every line nnU-Net prints while training (it always goes to the log).
+        When given, jobs print nnU-Net's output (``debug`` executor: to this terminal;
+        otherwise into submitit's job logs); it always goes to ``logs/``.
     figure : bool, optional
         Write the PNG figure.
+    seeds : sequence of int, optional
+        Repetitions: each seed trains every (trainer, fold) again into its own results
+        folder ``OUTDIR/seed_<k>/nnUNet_results`` (nnU-Net does not seed its training, so a
+        repetition differs as two nnU-Net runs do). Default: one run in ``$nnUNet_results``.
+    cluster : ClusterOptions, optional
+        Where the jobs run (default: local, one at a time).
+    wait : bool, optional
+        False: submit (SLURM) and return; run again, or with ``collect``, to tabulate.
+    collect : bool, optional
+        Submit nothing: tabulate what has finished (unfinished folds are listed in
+        ``result.missing`` and shown as missing in the table).
 
     Returns
     -------
@@ -212,8 +232,9 @@ def run_experiment(
     Raises
     ------
     InputError
-        Unknown dataset, plans, configuration or label, unset nnU-Net folders, or
-        trainers that nnU-Net cannot find; raised before anything is trained.
+        Unknown dataset, plans, configuration or label, unset nnU-Net folders, trainers
+        that nnU-Net cannot find, or impossible cluster settings; raised before anything
+        is submitted.
 
     References
     ----------
@@ -221,19 +242,122 @@ def run_experiment(
            deep liver vessel segmentation", ISBI 2023, Sect. 3.2-3.3 and Table 1 (5-fold
            cross-validation; DSC, Jacc, clDSC, HD as mean ± std).
     """
-    exp = _checked_experiment(dataset, trainers, folds, configuration, plans, device, output_dir, label, env)
+    cluster = cluster or ClusterOptions()
+    cluster.check()
+    exp = _checked_experiment(dataset, trainers, folds, configuration, plans, device, output_dir, label, env,
+                              seeds, check_trainers=not collect)
     exp.ddof, exp.figure, exp.echo, exp.num_processes = ddof, figure, echo, num_processes
     exp.output_dir.mkdir(parents=True, exist_ok=True)
-    for fold in exp.folds:
-        for trainer in exp.trainers:
-            if not _run_step(exp, trainer, fold) and stop_on_error:
-                break
-        else:
-            continue
-        break
+    jobs = experiment_jobs(exp, cluster)
+    results: dict[str, JobResult] = {}
+    submission = Submission()
+    if not collect:
+        ensure_splits(exp.preprocessed, exp.plans, exp.configuration)
+        submission = run_jobs(jobs, cluster, exp.output_dir, wait=wait, stop_on_error=stop_on_error,
+                              first_alone=needs_first_alone(exp.data_folder()), say=logger.info)
+        results = submission.results
+    missing = _tabulate(exp, jobs, results, stop_on_error)
     rows, markdown = write_outputs(exp.output_dir, exp.per_fold, title=exp.title, ddof=ddof, figure=figure)
     exp.save_state()
-    return ExperimentResult(exp.name, exp.output_dir, exp.per_fold, rows, markdown, exp.steps, exp.failures)
+    return ExperimentResult(exp.name, exp.output_dir, exp.per_fold, rows, markdown, exp.steps, exp.failures,
+                            submitted={k: v for k, v in submission.submitted.items() if k not in results},
+                            missing=missing)
+
+
+def _tabulate(exp: _Experiment, jobs: Sequence[TrainingJob], results: Mapping[str, JobResult],
+              stop_on_error: bool = False) -> list[str]:
+    """Table values of every job: from its result, or evaluated here when its fold is finished."""
+    missing = []
+    for job in jobs:
+        if stop_on_error and exp.failures:
+            break
+        column = exp.column(job.fold, job.seed)
+        result = results.get(job.key)
+        if result is None:
+            if job.state() != FINISHED:
+                missing.append(job.key)
+                continue
+            # finished in an earlier run (or by a job not waited for): evaluate here (cached)
+            result = JobResult(job.key, job.trainer, job.fold, job.seed, state_before=FINISHED)
+            job._evaluate(result)
+        exp.steps.append(FoldStep(job.trainer, job.fold, result.state_before, result.command, result.returncode,
+                                  result.seconds, result.evaluation_reused, job.seed))
+        if result.ok:
+            exp.per_fold[job.trainer][column] = result.values
+        else:
+            exp.failures.append(FoldFailure(job.trainer, job.fold, result.failed_step or "job", result.message,
+                                            result.log_file or None))
+            logger.error("%s fold %s%s: %s failed: %s", job.trainer, job.fold,
+                         "" if job.seed is None else f" seed {job.seed}", result.failed_step, result.message)
+    return missing
+
+
+def ensure_splits(preprocessed: Path, plans: str, configuration: str) -> Path:
+    """Write nnU-Net's 5-fold ``splits_final.json`` when it is missing, as nnU-Net would.
+
+    nnU-Net writes it in the first training that needs it; jobs started together would race
+    for it. Same split as nnU-Net's (``generate_crossval_split`` of the sorted case
+    identifiers, seed 12345, 5 folds).
+    """
+    path = preprocessed / "splits_final.json"
+    if path.is_file():
+        return path
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+    from ..dataset_format import write_json_atomic
+
+    folder = _data_folder(preprocessed, plans, configuration)
+    identifiers = sorted(infer_dataset_class(str(folder)).get_identifiers(str(folder)))
+    if len(identifiers) < 2:
+        raise InputError(f"{folder} holds {len(identifiers)} preprocessed case(s); cross-validation needs at least 2")
+    write_json_atomic(generate_crossval_split(identifiers, seed=12345, n_splits=5), path)
+    logger.info("wrote %s (nnU-Net's 5-fold split of %d cases)", path, len(identifiers))
+    return path
+
+
+def _data_folder(preprocessed: Path, plans: str, configuration: str) -> Path:
+    with open(preprocessed / f"{plans}.json", encoding="utf-8") as f:
+        config = json.load(f)["configurations"][configuration]
+    return preprocessed / config.get("data_identifier", f"{plans}_{configuration}")
+
+
+def experiment_jobs(exp: _Experiment, cluster: ClusterOptions) -> list[TrainingJob]:
+    """One job per (fold, trainer, seed), fold by fold, so that early folds of all methods come first."""
+    executable = process.nnunet_command("nnUNetv2_train")
+    # Written explicitly into every job: nnU-Net's variables, and whatever the caller's ``env`` changed
+    # against this process's environment; the rest comes from the node the job runs on.
+    nnunet_env = {k: v for k, v in exp.env.items()
+                  if k.startswith("nnUNet_") or k == "PYTHONIOENCODING" or os.environ.get(k) != v}
+    nnunet_env["PYTHONUNBUFFERED"] = "1"
+    nnunet_env.update(cluster.job_environment())
+    jobs = []
+    for seed in exp.seeds:
+        for fold in exp.folds:
+            for trainer in exp.trainers:
+                env = dict(nnunet_env)
+                if seed is not None:
+                    env["nnUNet_results"] = str(exp.results_root(seed))
+                    env["NNUNET_AUX_SEED"] = str(seed)
+                suffix = "" if seed is None else f"__seed_{seed}"
+                folder = exp.fold_dir(trainer, fold, seed)
+                cache = exp.output_dir / "evaluation" / folder.parent.name / f"fold_{fold}{suffix}.json"
+                evaluation = FoldEvaluation(str(exp.preprocessed / "gt_segmentations"),
+                                            str(exp.preprocessed / "dataset.json"), str(cache),
+                                            _cases(exp.preprocessed, fold), exp.label, exp.num_processes)
+                key = f"{trainer}/fold_{fold}" + ("" if seed is None else f"/seed_{seed}")
+                jobs.append(TrainingJob(
+                    key, exp.name, exp.configuration, fold, trainer, exp.plans, exp.device, str(folder),
+                    str(exp.output_dir / "logs" / f"{trainer}__fold_{fold}{suffix}.log"), env, executable,
+                    seed=seed, num_gpus=cluster.num_gpus, evaluation=evaluation, echo=exp.echo is not None))
+    # fold-major order: all trainers of fold 0 (and seed) first
+    order = {f: i for i, f in enumerate(exp.folds)}
+    return sorted(jobs, key=lambda j: (order[j.fold], exp.seeds.index(j.seed)))
+
+
+def _cases(preprocessed: Path, fold: int) -> tuple[str, ...] | None:
+    cases = validation_cases(preprocessed, fold)
+    return None if cases is None else tuple(cases)
 
 
 @dataclass
@@ -251,34 +375,48 @@ class _Experiment:
     device: str
     label: str | None
     env: dict[str, str]
+    seeds: list[int | None] = field(default_factory=lambda: [None])
     ddof: int = 0
     figure: bool = True
     echo: Callable[[str], None] | None = None
     num_processes: int | None = None
-    per_fold: dict[str, dict[int, dict[str, float | None] | None]] = field(default_factory=dict)
+    per_fold: dict[str, dict[Any, dict[str, float | None] | None]] = field(default_factory=dict)
     steps: list[FoldStep] = field(default_factory=list)
     failures: list[FoldFailure] = field(default_factory=list)
 
     @property
     def title(self) -> str:
+        seeds = "" if self.seeds == [None] else f", seeds {', '.join(map(str, self.seeds))}"
         return (f"{self.name}, {self.configuration}, {self.plans}: mean ± std over folds "
-                f"{', '.join(map(str, self.folds))}")
+                f"{', '.join(map(str, self.folds))}{seeds}")
 
-    def fold_dir(self, trainer: str, fold: int | str) -> Path:
-        return trainer_folder(self.results / self.name, trainer, self.plans, self.configuration) / f"fold_{fold}"
+    def column(self, fold: int | str, seed: int | None) -> int | str:
+        """The per-fold table's key of a (fold, seed): the fold alone without seeds."""
+        return fold if seed is None else f"{fold}/s{seed}"
+
+    def results_root(self, seed: int | None) -> Path:
+        return self.results if seed is None else self.output_dir / f"seed_{seed}" / "nnUNet_results"
+
+    def fold_dir(self, trainer: str, fold: int | str, seed: int | None = None) -> Path:
+        return trainer_folder(self.results_root(seed) / self.name, trainer, self.plans,
+                              self.configuration) / f"fold_{fold}"
+
+    def data_folder(self) -> Path:
+        return _data_folder(self.preprocessed, self.plans, self.configuration)
 
     def save_state(self) -> None:
+        from ..dataset_format import write_json_atomic
+
         state = {"dataset": self.name, "configuration": self.configuration, "plans": self.plans,
-                 "device": self.device, "trainers": self.trainers, "folds": self.folds, "label": self.label,
-                 "ddof": self.ddof,
+                 "device": self.device, "trainers": self.trainers, "folds": self.folds, "seeds": self.seeds,
+                 "label": self.label, "ddof": self.ddof,
                  "per_fold": {t: {str(f): v for f, v in fv.items()} for t, fv in self.per_fold.items()},
                  "steps": [asdict(s) for s in self.steps], "failures": [asdict(f) for f in self.failures]}
-        with open(self.output_dir / OUTPUT_FILES["state"], "w", encoding="utf-8") as f:
-            json.dump(state, f, indent=2, allow_nan=False)
+        write_json_atomic(state, self.output_dir / OUTPUT_FILES["state"], allow_nan=False)
 
 
 def _checked_experiment(dataset, trainers, folds, configuration, plans, device, output_dir, label,
-                        env) -> _Experiment:
+                        env, seeds=None, check_trainers=True) -> _Experiment:
     """Every input of :func:`run_experiment` checked, before anything is trained (InputError otherwise)."""
     if device not in DEVICES:
         raise InputError(f"device must be one of {DEVICES}, got {device!r}")
@@ -286,6 +424,11 @@ def _checked_experiment(dataset, trainers, folds, configuration, plans, device, 
     if not trainers:
         raise InputError("no trainers given")
     folds = check_folds(folds)
+    seed_list: list[int | None] = [None]
+    if seeds is not None:
+        seed_list = list(dict.fromkeys(int(s) for s in seeds))
+        if not seed_list or any(s < 0 for s in seed_list):
+            raise InputError(f"seeds must be non-negative integers, got {list(seeds)}")
     env = environment_with_trainer_path(env)
     preprocessed_root = nnunet_folder("nnUNet_preprocessed", env)
     results_root = nnunet_folder("nnUNet_results", env)
@@ -297,10 +440,12 @@ def _checked_experiment(dataset, trainers, folds, configuration, plans, device, 
             raise InputError(f"{required} does not exist; rerun nnUNetv2_plan_and_preprocess -d {dataset}")
     _check_label(preprocessed / "dataset.json", label)
     output_dir = Path(output_dir) if output_dir is not None else results_root / name / "nnunet_aux_experiment"
-    exp = _Experiment(name, preprocessed, results_root, output_dir, trainers, folds, configuration, plans, device,
-                      label, env, per_fold={t: {f: None for f in folds} for t in trainers})
-    to_train = [t for t in trainers if any(fold_state(exp.fold_dir(t, f)) != FINISHED for f in folds)]
-    missing = missing_trainers(to_train, env)
+    exp = _Experiment(name, preprocessed, results_root, output_dir.absolute(), trainers, folds, configuration, plans,
+                      device, label, env, seed_list)
+    exp.per_fold = {t: {exp.column(f, s): None for s in seed_list for f in folds} for t in trainers}
+    to_train = [t for t in trainers if any(fold_state(exp.fold_dir(t, f, s)) != FINISHED
+                                           for f in folds for s in seed_list)]
+    missing = missing_trainers(to_train, env) if check_trainers else []
     if missing:
         raise InputError(
             f"nnU-Net cannot find trainer(s) {missing}. It searches nnunetv2.training.nnUNetTrainer and the "
@@ -310,48 +455,43 @@ def _checked_experiment(dataset, trainers, folds, configuration, plans, device, 
     return exp
 
 
-def _run_step(exp: _Experiment, trainer: str, fold: int | str) -> bool:
-    """Train (or reuse) and evaluate one trainer's fold; False when it failed (recorded in ``exp.failures``)."""
-    folder = exp.fold_dir(trainer, fold)
-    step = FoldStep(trainer, fold, fold_state(folder))
-    exp.steps.append(step)
-    if step.state_before != FINISHED:
-        if not _train(exp, step, folder):
-            exp.save_state()
-            return False
-    else:
-        logger.info("%s fold %d: finished, reusing %s", trainer, fold, folder)
-    cache = exp.output_dir / "evaluation" / folder.parent.name / f"fold_{fold}.json"
-    try:
-        summary, step.evaluation_reused = evaluate_fold(
-            folder, exp.preprocessed / "gt_segmentations", cache, exp.preprocessed / "dataset.json",
-            validation_cases(exp.preprocessed, fold), num_processes=exp.num_processes)
-        exp.per_fold[trainer][fold] = fold_values(summary, exp.label)
-    except (ValueError, OSError) as e:  # InputError is a ValueError
-        exp.failures.append(FoldFailure(trainer, fold, "evaluation", str(e)))
-        logger.error("%s fold %d: evaluation failed: %s", trainer, fold, e)
-        exp.save_state()
-        return False
-    write_outputs(exp.output_dir, exp.per_fold, title=exp.title, ddof=exp.ddof, figure=exp.figure)
-    exp.save_state()
-    return True
+def dry_run_experiment(
+    dataset: int | str,
+    trainers: Sequence[str],
+    folds: Sequence[int | str] = (0, 1, 2, 3, 4),
+    configuration: str = "3d_fullres",
+    plans: str = "nnUNetPlans",
+    device: str = "cuda",
+    output_dir: str | os.PathLike | None = None,
+    *,
+    label: str | None = None,
+    env: Mapping[str, str] | None = None,
+    seeds: Sequence[int] | None = None,
+    cluster: ClusterOptions | None = None,
+    epoch_seconds: float | None = None,
+    write_commands: str | os.PathLike | None = None,
+) -> str:
+    """The plan of :func:`run_experiment` with the same arguments, without running anything.
 
+    Returns the printout of :func:`nnunet_aux.experiment.dry_run.format_plan` (one row per
+    job with its state and ``nnUNetv2_train`` command, the SLURM script for ``--cluster
+    slurm``, the GPU-hours estimate). ``write_commands`` also writes the jobs as a shell
+    script, one command per line (:func:`~nnunet_aux.experiment.dry_run.commands_script`).
+    """
+    from .dry_run import commands_script, format_plan, plan_jobs
 
-def _train(exp: _Experiment, step: FoldStep, folder: Path) -> bool:
-    """nnUNetv2_train for one fold (new, --c or --val by its state), logged; False when it did not finish."""
-    log_file = exp.output_dir / "logs" / f"{step.trainer}__fold_{step.fold}.log"
-    step.command = train_command(exp.name, exp.configuration, step.fold, step.trainer, exp.plans, exp.device,
-                                 step.state_before)
-    logger.info("%s fold %d (%s): %s\n  log: %s", step.trainer, step.fold, step.state_before,
-                " ".join(step.command), log_file)
-    start = time.perf_counter()
-    step.returncode = run_logged(step.command, exp.env, log_file, echo=exp.echo)
-    step.seconds = time.perf_counter() - start
-    state_after = fold_state(folder)
-    if step.returncode == 0 and state_after == FINISHED:
-        return True
-    message = (f"nnUNetv2_train exited with code {step.returncode}, fold state {state_after!r}; "
-               f"last lines of {log_file}:\n{log_tail(log_file)}")
-    exp.failures.append(FoldFailure(step.trainer, step.fold, "training", message, str(log_file)))
-    logger.error("%s fold %d failed: %s", step.trainer, step.fold, message)
-    return False
+    cluster = cluster or ClusterOptions()
+    cluster.check()
+    if epoch_seconds is not None and not epoch_seconds > 0:
+        raise InputError(f"--epoch-seconds must be positive, got {epoch_seconds}")
+    exp = _checked_experiment(dataset, trainers, folds, configuration, plans, device, output_dir, label, env,
+                              seeds)
+    planned = plan_jobs(experiment_jobs(exp, cluster), epoch_seconds)
+    text = format_plan(planned, cluster, exp.output_dir / "engine", device)
+    if write_commands is not None:
+        path = Path(write_commands)
+        if path.exists():
+            raise InputError(f"{path} exists; --write-commands does not overwrite files")
+        path.write_text(commands_script(planned), encoding="utf-8")
+        text += f"\nwrote {sum(p.command is not None for p in planned)} command(s) to {path}\n"
+    return text
