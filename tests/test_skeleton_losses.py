@@ -171,3 +171,76 @@ def test_cldice_empty_inputs_and_ignored_voxels():
     assert torch.all(grad[..., :3] == 0) and grad[..., 3:].abs().sum() > 0
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.isfinite(soft_cldice_loss(p.bfloat16(), t))
+
+
+# ------------------------------------------------------------------------------------ the official formulas
+def official_recall_loss(logits, skeleton_labels, batch_dice=True, smooth=1e-5, seg=None, ignore_label=None):
+    """skeleton-recall 1.0.0's SoftSkeletonRecallLoss on nnU-Net's logits (B, K, ...) and the label-valued
+    skeleton (B, 1, ...): softmax, drop the background, one-hot of the skeleton by scatter, ignore mask from
+    the segmentation, sums over space (and batch), -mean recall."""
+    x = torch.softmax(logits.float(), 1)[:, 1:]
+    skel = skeleton_labels.long()
+    mask = None
+    if ignore_label is not None:
+        mask = (seg != ignore_label).float()
+        skel = torch.where(seg != ignore_label, skel, 0)
+    onehot = torch.zeros(logits.shape, dtype=torch.float32).scatter_(1, skel, 1)[:, 1:]
+    if mask is not None:
+        onehot = onehot * mask
+    dims = tuple(range(2, logits.ndim))
+    inter, total = (x * onehot).sum(dims), onehot.sum(dims)
+    if batch_dice:
+        inter, total = inter.sum(0), total.sum(0)
+    return -((inter + smooth) / torch.clip(total + smooth, 1e-8)).mean()
+
+
+def official_cldice_loss(y_true, y_pred, exclude_background=False, smooth=1.0):
+    """jocpae/clDice's current soft_cldice(exclude_background=...): 10-iteration soft skeletons, sums pooled over
+    batch and channels, 1 - clDice."""
+    if exclude_background:
+        y_true, y_pred = y_true[:, 1:], y_pred[:, 1:]
+    sp, st = direct_skeleton(y_pred, 10), direct_skeleton(y_true, 10)
+    tprec = ((sp * y_true).sum() + smooth) / (sp.sum() + smooth)
+    tsens = ((st * y_pred).sum() + smooth) / (st.sum() + smooth)
+    return 1.0 - 2.0 * tprec * tsens / (tprec + tsens)
+
+
+@pytest.mark.parametrize("batch_dice", [True, False])
+def test_recall_equals_the_official_loss_on_logits_with_two_labels_and_an_ignore_label(batch_dice):
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(2, 3, 6, 7, 8, generator=g)
+    seg = torch.randint(0, 4, (2, 1, 6, 7, 8), generator=g)  # 3 plays the ignore label
+    skel = torch.where(torch.rand(seg.shape, generator=g) > 0.5, seg, 0)  # label-valued skeleton
+    valid = seg != 3
+    onehot = torch.cat([skel == 1, skel == 2], 1).float()
+
+    def ours(z):
+        return skeleton_recall_loss(torch.softmax(z, 1)[:, 1:], onehot, valid, batch_dice)
+
+    value, grad = grad_of(ours, logits)
+    expected, expected_grad = grad_of(lambda z: official_recall_loss(z, skel, batch_dice, seg=seg, ignore_label=3),
+                                      logits)
+    # 1 - recall against -recall: the same gradient, a constant 1 apart
+    torch.testing.assert_close(value - 1, expected, rtol=1e-6, atol=0)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("exclude_background", [False, True])
+def test_pooled_cldice_equals_the_official_loss(exclude_background):
+    g = torch.Generator().manual_seed(6)
+    logits = torch.randn(2, 3, 8, 9, 10, generator=g)
+    labels = torch.randint(0, 3, (2, 8, 9, 10), generator=g)
+    onehot = torch.nn.functional.one_hot(labels, 3).movedim(-1, 1).float()
+    start = 1 if exclude_background else 0
+
+    def ours(z):
+        return soft_cldice_loss(torch.softmax(z, 1)[:, start:], onehot[:, start:], 10, 1.0, pool_channels=True)
+
+    value, grad = grad_of(ours, logits)
+    expected, expected_grad = grad_of(
+        lambda z: official_cldice_loss(onehot, torch.softmax(z, 1), exclude_background), logits)
+    torch.testing.assert_close(value, expected, rtol=1e-5, atol=0)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-8)
+    # one clDice per channel (the package's per_structure) is another number
+    per_channel = soft_cldice_loss(torch.softmax(logits, 1)[:, start:], onehot[:, start:], 10, 1.0)
+    assert abs(float(per_channel) - float(value)) > 1e-4

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 from skimage.morphology import skeletonize
 
 from nnunet_aux.training.skeleton_targets import SkeletonTargetTransform, tubed_skeleton
@@ -50,13 +51,57 @@ def test_2d_skeleton_and_bounding_box_equal_the_full_image_computation():
     assert not tubed_skeleton(np.zeros((5, 6, 7), bool)).any()
 
 
+def official_skeleton_target(seg: np.ndarray) -> np.ndarray:
+    """skeleton-recall 1.0.0's SkeletonTransform(do_tube=True) on a label map: skeleton of seg > 0, dilated with
+    the radius-2 diamond, times the label map (label-valued)."""
+    union = seg > 0
+    if not union.any():
+        return np.zeros_like(seg)
+    diamond = ndimage.iterate_structure(ndimage.generate_binary_structure(seg.ndim, 1), 2)
+    tube = ndimage.binary_dilation(skeletonize(union), structure=diamond)
+    return tube * seg
+
+
+def two_touching_tubes(shape=(24, 20, 20)) -> np.ndarray:
+    """Label 1, a tube of radius 3, and label 2, a thinner tube lying against it along its length."""
+    z, y, x = np.indices(shape)
+    seg = np.zeros(shape, np.int16)
+    seg[(y - 9) ** 2 + (x - 8) ** 2 <= 9] = 1
+    seg[((y - 9) ** 2 + (x - 12.5) ** 2 <= 2.25) & (seg == 0)] = 2
+    seg[:2], seg[-2:] = 0, 0
+    return seg
+
+
+def test_union_targets_equal_the_official_transform_and_differ_from_per_structure_on_touching_labels():
+    seg = two_touching_tubes()
+    official = official_skeleton_target(seg)
+    out = SkeletonTargetTransform(labels=[(1,), (2,)])(segmentation=torch.from_numpy(seg[None]))["segmentation"]
+    np.testing.assert_array_equal(out[1].numpy(), official == 1)
+    np.testing.assert_array_equal(out[2].numpy(), official == 2)
+    per = SkeletonTargetTransform(labels=[(1,), (2,)], mode="per_structure")(
+        segmentation=torch.from_numpy(seg[None]))["segmentation"]
+    union, own = out[1:].numpy().astype(bool), per[1:].numpy().astype(bool)
+    dice = 2 * (union & own).sum() / (union.sum() + own.sum())
+    assert dice < 0.9  # one skeleton along the contact against one per tube
+    # isolated structures: the same targets
+    apart = seg.copy()
+    apart[apart == 2] = 0
+    apart[:, 15:18, 15:18] = 2
+    a = SkeletonTargetTransform(labels=[(1,), (2,)])(segmentation=torch.from_numpy(apart[None]))["segmentation"]
+    b = SkeletonTargetTransform(labels=[(1,), (2,)], mode="per_structure")(
+        segmentation=torch.from_numpy(apart[None]))["segmentation"]
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="mode"):
+        SkeletonTargetTransform(labels=[(1,)], mode="each")
+
+
 def test_transform_on_a_label_map_with_ignore_label():
     """One channel per label (each skeletonised on its own), appended; ignored voxels are in no structure."""
     seg = np.zeros((1, 24, 15, 15), np.int16)
     seg[0][cylinder()] = 1
     seg[0, :, 0:5, 0:15] = 2  # a slab: second label
     seg[0, 10:14] = 5  # ignore label across the middle
-    t = SkeletonTargetTransform(labels=[(1,), (2,)], tube_radius=2)
+    t = SkeletonTargetTransform(labels=[(1,), (2,)], tube_radius=2, mode="per_structure")
     out = t(segmentation=torch.from_numpy(seg))["segmentation"]
     assert out.shape == (3, 24, 15, 15) and out.dtype == torch.int16
     torch.testing.assert_close(out[0], torch.from_numpy(seg[0]))
@@ -70,7 +115,7 @@ def test_transform_on_region_channels_inserts_before_the_ignore_channel():
     mask = torch.from_numpy(cylinder())
     regions = torch.stack([mask, mask & (torch.arange(24)[:, None, None] < 12), torch.zeros_like(mask),
                            torch.zeros_like(mask)])  # 2 main regions, 1 auxiliary region, ignore
-    t = SkeletonTargetTransform(channels=[0, 1], insert_at=3)
+    t = SkeletonTargetTransform(channels=[0, 1], insert_at=3, mode="per_structure")
     out = t(segmentation=regions)["segmentation"]
     assert out.shape[0] == 6 and out.dtype == torch.bool
     torch.testing.assert_close(out[:3], regions[:3])
@@ -79,6 +124,10 @@ def test_transform_on_region_channels_inserts_before_the_ignore_channel():
     assert out[4].sum() > 0 and not out[4, 12:].any()
     with pytest.raises(TypeError, match="before deep-supervision"):
         t(segmentation=[regions])
+    # union (the default): the tube of the union of the regions, cut to each
+    union = SkeletonTargetTransform(channels=[0, 1], insert_at=3)(segmentation=regions)["segmentation"]
+    np.testing.assert_array_equal(union[3].numpy(), tubed_skeleton(cylinder(), 2))
+    np.testing.assert_array_equal(union[4].numpy(), union[3].numpy() & regions[1].numpy())
 
 
 # ------------------------------------------------------------------------------------ the tasks
@@ -119,20 +168,28 @@ def test_soft_cldice_task_reads_the_main_target_of_labels_and_regions():
     logits, _ = logits_and_targets(True)
     labels = torch.randint(0, 4, (2, 1, 16, 16, 16))  # label 3 plays the ignore label
     valid = labels != 3
-    task = SoftClDiceTask([1, 2], [(1,), (2,)])
     batch = AuxBatch(targets=None, valid=[valid, valid[..., ::2, ::2, ::2]], main_output=logits,
                      main_target=[labels, labels[..., ::2, ::2, ::2]], data=None)
+    # the package's per-structure setting: one clDice per foreground label, averaged
+    task = SoftClDiceTask([1, 2], [(1,), (2,)], iterations=3, exclude_background=True, per_structure=True)
     out = task.compute_losses(task(None, logits), batch)["cldice"]
     p = torch.softmax(logits[0], 1)[:, 1:]
     target = torch.cat([labels == 1, labels == 2], 1)
     torch.testing.assert_close(out, soft_cldice_loss(p, target, 3, 1.0, valid))
+    # the default (their code): background included, sums pooled over all channels, 10 iterations
+    task = SoftClDiceTask([1, 2], [(1,), (2,)])
+    out = task.compute_losses(task(None, logits), batch)["cldice"]
+    full = torch.cat([labels == 0, target], 1)
+    torch.testing.assert_close(out, soft_cldice_loss(torch.softmax(logits[0], 1), full, 10, 1.0, valid,
+                                                     pool_channels=True))
     # region dataset: the first K target channels (nnU-Net's ignore channel after them is not read)
     regions = torch.cat([labels == 1, labels >= 1, labels == 3], 1)
     task = SoftClDiceTask([0, 1], None)
     out = task.compute_losses(task(None, logits[0][:, :2]),
                               AuxBatch(None, None, logits[0][:, :2], regions, None))["cldice"]
-    torch.testing.assert_close(out, soft_cldice_loss(torch.sigmoid(logits[0][:, :2]), regions[:, :2], 3, 1.0))
-    assert task.loss_weights() == {"cldice": 0.5} and task.hyperparameters()["iterations"] == 3
+    torch.testing.assert_close(out, soft_cldice_loss(torch.sigmoid(logits[0][:, :2]), regions[:, :2], 10, 1.0,
+                                                     pool_channels=True))
+    assert task.loss_weights() == {"cldice": 0.5} and task.hyperparameters()["iterations"] == 10
 
 
 # ------------------------------------------------------------------------------------ in the trainer

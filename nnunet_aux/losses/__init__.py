@@ -10,6 +10,7 @@
   affine transform (Kuleshov, Goncharov and Soboleva, Eq. 1-2).
 - :mod:`.skeleton_recall`: soft recall on the tubed ground-truth skeleton (Kirchhoff et al. 2024).
 - :mod:`.soft_cldice`: soft skeletons and the soft-clDice loss (Shit et al. 2021).
+- :mod:`.cbdice`: the centerline boundary Dice loss (Shi et al. 2024), MONAI's distance transform.
 """
 
 from . import clef
@@ -18,7 +19,8 @@ from .contrastive import ScaleContrastiveLoss, scale_contrastive_loss
 from .focal import FocalLoss, binary_focal_loss
 from .sampling import gather_voxels, sample_simsiam_voxels, sample_voxels, voxel_hardness
 from .simsiam import VoxelSimSiamLoss, simsiam_class_weights, voxel_simsiam_loss
-from .skeleton_recall import skeleton_recall_loss, soft_skeleton_recall
+from .cbdice import cbdice_loss, cbdice_radius_weights, distance_transform, soft_cbdice
+from .skeleton_recall import all_ranks_sum, skeleton_recall_loss, soft_skeleton_recall
 from .soft_cldice import soft_cldice, soft_cldice_loss, soft_dilate, soft_erode, soft_open, soft_skeleton
 
 __all__ = [
@@ -34,6 +36,11 @@ __all__ = [
     "simsiam_class_weights",
     "voxel_hardness",
     "voxel_simsiam_loss",
+    "all_ranks_sum",
+    "cbdice_loss",
+    "cbdice_radius_weights",
+    "distance_transform",
+    "soft_cbdice",
     "skeleton_recall_loss",
     "soft_skeleton_recall",
     "soft_cldice",

@@ -12,14 +12,62 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from torch import distributed as dist
 
 from ._numerics import autocast_disabled
 
-__all__ = ["soft_skeleton_recall", "skeleton_recall_loss"]
+__all__ = ["soft_skeleton_recall", "skeleton_recall_loss", "all_ranks_sum"]
+
+
+class _AllRanksSum(torch.autograd.Function):
+    """Sum of a tensor over the DDP ranks whose backward sums the ranks' gradients.
+
+    The same gradient as nnU-Net's ``AllGatherGrad`` followed by ``.sum(0)``
+    (nnunetv2/utilities/ddp_allgather.py, "stolen from pytorch lightning"): every rank computes the
+    same pooled loss, its gradient with respect to the local summand is the sum over ranks of the
+    incoming gradients.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        out = tensor.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+def all_ranks_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over every process of the default process group, differentiably.
+
+    Without an initialised ``torch.distributed`` group (or with one process) it returns ``tensor``.
+
+    Parameters
+    ----------
+    tensor : Tensor
+
+    Returns
+    -------
+    Tensor, same shape: the sum over ranks. Its backward gives each rank the sum over ranks of the
+    gradients, as nnU-Net's ``AllGatherGrad`` does, so that after DDP's gradient averaging the
+    parameters get the gradient of the loss pooled over all ranks.
+
+    Examples
+    --------
+    >>> all_ranks_sum(torch.tensor([1.0, 2.0]))  # a single process
+    tensor([1., 2.])
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    return _AllRanksSum.apply(tensor)
 
 
 def soft_skeleton_recall(probabilities: torch.Tensor, skeleton: torch.Tensor, valid: Optional[torch.Tensor] = None,
-                         batch_dice: bool = True, smooth: float = 1e-5) -> torch.Tensor:
+                         batch_dice: bool = True, smooth: float = 1e-5, ddp: bool = False) -> torch.Tensor:
     r"""Soft recall of the prediction on the ground-truth skeleton, per structure.
 
     .. math::
@@ -43,6 +91,10 @@ def soft_skeleton_recall(probabilities: torch.Tensor, skeleton: torch.Tensor, va
         Pool the sums over the batch (nnU-Net's ``batch_dice``) instead of one recall per sample.
     smooth : float
         :math:`\epsilon` (Kirchhoff et al. use 1e-5).
+    ddp : bool
+        With ``batch_dice``: pool the sums over every DDP process too, differentiably (their
+        ``SoftSkeletonRecallLoss`` with ``ddp=True``: ``AllGatherGrad``, skeleton_recall/training/loss/dice.py,
+        lines 47-49). No effect without an initialised process group.
 
     Returns
     -------
@@ -74,15 +126,18 @@ def soft_skeleton_recall(probabilities: torch.Tensor, skeleton: torch.Tensor, va
         total = s.sum(axes)
         if batch_dice:
             intersection, total = intersection.sum(0), total.sum(0)
+            if ddp:
+                intersection, total = all_ranks_sum(intersection), all_ranks_sum(total.detach())
         return (intersection + smooth) / (total + smooth).clamp_min(1e-8)
 
 
 def skeleton_recall_loss(probabilities: torch.Tensor, skeleton: torch.Tensor, valid: Optional[torch.Tensor] = None,
-                         batch_dice: bool = True, smooth: float = 1e-5) -> torch.Tensor:
+                         batch_dice: bool = True, smooth: float = 1e-5, ddp: bool = False) -> torch.Tensor:
     r"""The Skeleton Recall loss :math:`1 - \overline{\mathrm{Rec}}`, mean over structures (and samples).
 
-    Kirchhoff et al. minimise :math:`-\overline{\mathrm{Rec}}`; :math:`1 - \overline{\mathrm{Rec}}`
-    has the same gradient and is 0 when every skeleton voxel is covered or no skeleton exists.
+    Kirchhoff et al. minimise :math:`-\overline{\mathrm{Rec}}` (``SoftSkeletonRecallLoss.forward`` returns
+    ``-rec``); :math:`1 - \overline{\mathrm{Rec}}` differs by the constant 1, has the same gradient and is 0
+    when every skeleton voxel is covered or no skeleton exists.
     See :func:`soft_skeleton_recall` for the parameters.
 
     Returns
@@ -99,4 +154,4 @@ def skeleton_recall_loss(probabilities: torch.Tensor, skeleton: torch.Tensor, va
     >>> float(skeleton_recall_loss(torch.rand(1, 1, 4, 4), s))  # no skeleton: nothing to recall
     0.0
     """
-    return 1 - soft_skeleton_recall(probabilities, skeleton, valid, batch_dice, smooth).mean()
+    return 1 - soft_skeleton_recall(probabilities, skeleton, valid, batch_dice, smooth, ddp).mean()

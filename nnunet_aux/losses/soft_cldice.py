@@ -140,9 +140,9 @@ def soft_skeleton(x: torch.Tensor, iterations: int = 3) -> torch.Tensor:
     return skeleton
 
 
-def soft_cldice(prediction: torch.Tensor, target: torch.Tensor, iterations: int = 3, smooth: float = 1.0,
-                valid: Optional[torch.Tensor] = None) -> torch.Tensor:
-    r"""soft-clDice of each structure, sums pooled over the batch.
+def soft_cldice(prediction: torch.Tensor, target: torch.Tensor, iterations: int = 10, smooth: float = 1.0,
+                valid: Optional[torch.Tensor] = None, pool_channels: bool = False) -> torch.Tensor:
+    r"""soft-clDice of each channel (sums pooled over the batch), or of all channels pooled.
 
     .. math::
 
@@ -151,9 +151,11 @@ def soft_cldice(prediction: torch.Tensor, target: torch.Tensor, iterations: int 
         \mathrm{clDice} = \frac{2\, T_{prec}\, T_{sens}}{T_{prec} + T_{sens}},
 
     with :math:`V_P, V_L` the predicted and true masks and :math:`S_P, S_L` their soft skeletons
-    (Shit et al., Eq. 1-3 and Alg. 2). Their code pools the sums over the batch and all foreground
-    channels; here they are pooled over the batch per channel (one clDice per structure), which
-    is the same for a single structure. Empty prediction and target give clDice 1.
+    (Shit et al., Eq. 1-3 and Alg. 2). Their code (jocpae/clDice, cldice_loss/pytorch/cldice.py,
+    ``soft_cldice.forward``) pools the sums over the batch and every channel it is given
+    (``pool_channels=True``; with its default ``exclude_background=False`` the background channel
+    too); ``pool_channels=False`` gives one clDice per channel, sums pooled over the batch. Empty
+    prediction and target give clDice 1.
 
     Parameters
     ----------
@@ -162,16 +164,19 @@ def soft_cldice(prediction: torch.Tensor, target: torch.Tensor, iterations: int 
     target : Tensor (B, C, ...)
         Binary ground truth of each structure.
     iterations : int
-        k of :func:`soft_skeleton` (Shit et al.'s code: 3).
+        k of :func:`soft_skeleton` (their current code: ``SoftSkeletonize(num_iter=10)``; its ``iter_=3``
+        argument is not used).
     smooth : float
         :math:`\epsilon` (their code: 1).
     valid : Tensor (B, 1, ...) of bool, optional
         False on ignored voxels: both masks are set to 0 there before skeletonisation, so
         ignored voxels neither count nor receive a gradient.
+    pool_channels : bool
+        Pool the sums over the channels too (their code) instead of one clDice per channel.
 
     Returns
     -------
-    cldice : Tensor, float32, (C,)
+    cldice : Tensor, float32, (C,), or (1,) with ``pool_channels``
 
     References
     ----------
@@ -197,14 +202,14 @@ def soft_cldice(prediction: torch.Tensor, target: torch.Tensor, iterations: int 
             t = t * valid.float()
         skel_p = soft_skeleton(p, iterations)
         skel_t = soft_skeleton(t, iterations)
-        axes = (0, *range(2, p.ndim))
+        axes = tuple(range(p.ndim)) if pool_channels else (0, *range(2, p.ndim))
         t_prec = ((skel_p * t).sum(axes) + smooth) / (skel_p.sum(axes) + smooth)
         t_sens = ((skel_t * p).sum(axes) + smooth) / (skel_t.sum(axes) + smooth)
-        return 2 * t_prec * t_sens / (t_prec + t_sens).clamp_min(1e-8)
+        return (2 * t_prec * t_sens / (t_prec + t_sens).clamp_min(1e-8)).reshape(-1)
 
 
-def soft_cldice_loss(prediction: torch.Tensor, target: torch.Tensor, iterations: int = 3, smooth: float = 1.0,
-                     valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+def soft_cldice_loss(prediction: torch.Tensor, target: torch.Tensor, iterations: int = 10, smooth: float = 1.0,
+                     valid: Optional[torch.Tensor] = None, pool_channels: bool = False) -> torch.Tensor:
     r"""The soft-clDice loss :math:`1 - \overline{\mathrm{clDice}}`, mean over structures.
 
     Shit et al. train with :math:`(1 - \alpha) L_{Dice} + \alpha L_{clDice}` (Eq. 4); the
@@ -225,4 +230,4 @@ def soft_cldice_loss(prediction: torch.Tensor, target: torch.Tensor, iterations:
     >>> float(soft_cldice_loss(empty, empty))
     0.0
     """
-    return 1 - soft_cldice(prediction, target, iterations, smooth, valid).mean()
+    return 1 - soft_cldice(prediction, target, iterations, smooth, valid, pool_channels).mean()

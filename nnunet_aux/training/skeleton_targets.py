@@ -17,8 +17,16 @@ from scipy import ndimage
 from skimage.morphology import skeletonize
 
 #: Kirchhoff et al.'s tube: the skeleton dilated twice with the cross-shaped footprint
-#: (``SkeletonTransform(do_tube=True)`` in MIC-DKFZ/Skeleton-Recall)
+#: (``SkeletonTransform(do_tube=True)``, ``get_tube_footprint``: ``iterate_structure(cross, 2)``, in
+#: MIC-DKFZ/Skeleton-Recall 1.0.0, skeleton_recall/training/data_augmentation/skeletonization.py)
 PAPER_TUBE_RADIUS = 2
+#: How the structures' skeletons are made. ``"union"``: skeleton-recall 1.0.0's ``SkeletonTransform._add_skeleton``
+#: (skeletonization.py, lines 31-41): one skeleton of the union ``seg > 0`` (the ignore label included), dilated into
+#: a tube and multiplied by the label map, so each structure gets the part of the common tube inside it.
+#: ``"per_structure"`` (a package setting): each structure skeletonised on its own. They agree on isolated
+#: structures; on two labels that touch along a tube the union's skeleton runs along the contact.
+SKELETON_TARGET_MODES = ("union", "per_structure")
+PAPER_SKELETON_TARGET = "union"
 
 
 def tubed_skeleton(mask: np.ndarray, tube_radius: int = PAPER_TUBE_RADIUS) -> np.ndarray:
@@ -93,16 +101,25 @@ class SkeletonTargetTransform(SegOnlyTransform):
         Binary segmentation channels holding each structure.
     tube_radius : int
         See :func:`tubed_skeleton`.
+    mode : {"union", "per_structure"}
+        ``"union"`` (skeleton-recall 1.0.0): the tubed skeleton of the union of all structures (label
+        datasets: every voxel with ``seg[0] > 0``, nnU-Net's ignore label included, as their
+        ``bin_seg = seg > 0``; region datasets: the union of ``channels``), cut to each structure.
+        ``"per_structure"``: each structure's own tubed skeleton.
     insert_at : int, optional
         Channel index at which the skeleton channels are inserted (None: appended). Region
         targets keep nnU-Net's ignore channel last, so the trainer inserts before it.
     """
 
     def __init__(self, labels: Optional[Sequence[Tuple[int, ...]]] = None, channels: Optional[Sequence[int]] = None,
-                 tube_radius: int = PAPER_TUBE_RADIUS, insert_at: Optional[int] = None):
+                 tube_radius: int = PAPER_TUBE_RADIUS, insert_at: Optional[int] = None,
+                 mode: str = PAPER_SKELETON_TARGET):
         super().__init__()
         if (labels is None) == (channels is None):
             raise ValueError("give exactly one of labels and channels")
+        if mode not in SKELETON_TARGET_MODES:
+            raise ValueError(f"mode must be one of {SKELETON_TARGET_MODES}, got {mode!r}")
+        self.mode = mode
         self.labels = None if labels is None else [tuple(int(v) for v in l) for l in labels]
         self.channels = None if channels is None else [int(c) for c in channels]
         self.tube_radius = int(tube_radius)
@@ -118,7 +135,13 @@ class SkeletonTargetTransform(SegOnlyTransform):
     def _apply_to_segmentation(self, segmentation: torch.Tensor, **params) -> torch.Tensor:
         if isinstance(segmentation, (list, tuple)):
             raise TypeError("SkeletonTargetTransform must run before deep-supervision downsampling")
-        skeletons = np.stack([tubed_skeleton(m, self.tube_radius) for m in self.masks(segmentation)])
+        masks = self.masks(segmentation)
+        if self.mode == "union":
+            union = (segmentation[0].numpy() > 0) if self.labels is not None else np.any(masks, 0)
+            tube = tubed_skeleton(union, self.tube_radius)
+            skeletons = np.stack([tube & m for m in masks])
+        else:
+            skeletons = np.stack([tubed_skeleton(m, self.tube_radius) for m in masks])
         skeletons = torch.from_numpy(skeletons).to(segmentation.dtype)
         at = segmentation.shape[0] if self.insert_at is None else self.insert_at
         return torch.cat((segmentation[:at], skeletons, segmentation[at:]), 0)

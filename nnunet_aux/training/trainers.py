@@ -22,6 +22,7 @@ scale contrastive + SimSiam                ``nnUNetTrainerScaleContrastiveSimSia
 scale contrastive + classification         ``nnUNetTrainerScaleContrastiveCls``
 scale contrastive + Skeleton Recall        ``nnUNetTrainerScaleContrastiveSkeletonRecall``
 light scale decoders + Skeleton Recall     ``nnUNetTrainerScaleContrastiveLiteSkeletonRecall``
+scale contrastive + cbDice                 ``nnUNetTrainerScaleContrastiveCbDice``
 =========================================  ================================================
 
 Every trainer has ``_smoke`` and ``_<X>epochs`` variants (:mod:`.variants`).
@@ -39,7 +40,7 @@ from .scale_trainers import nnUNetTrainerScaleContrastive, nnUNetTrainerScaleCon
 from .simsiam_trainers import *  # noqa: F401,F403
 from .simsiam_trainers import nnUNetTrainerVoxelSimSiam
 from .thin_structure_trainers import *  # noqa: F401,F403
-from .thin_structure_trainers import nnUNetTrainerSkeletonRecall
+from .thin_structure_trainers import nnUNetTrainerCbDice, nnUNetTrainerSkeletonRecall
 from .variants import add_variants
 
 
@@ -59,9 +60,15 @@ class nnUNetTrainerScaleContrastiveLiteSkeletonRecall(nnUNetTrainerScaleContrast
     """Light scale decoders with the scale contrastive loss, plus Skeleton Recall on the main output (issue #11)."""
 
 
+class nnUNetTrainerScaleContrastiveCbDice(nnUNetTrainerScaleContrastive, nnUNetTrainerCbDice):
+    """Scale decoders with the scale contrastive loss, plus cbDice on the main output (issue #26)."""
+
+
 __all__ = ["nnUNetTrainerAux", "nnUNetTrainerScaleContrastiveSimSiam", "nnUNetTrainerScaleContrastiveCls",
-           "nnUNetTrainerScaleContrastiveSkeletonRecall", "nnUNetTrainerScaleContrastiveLiteSkeletonRecall"]
+           "nnUNetTrainerScaleContrastiveSkeletonRecall", "nnUNetTrainerScaleContrastiveLiteSkeletonRecall",
+           "nnUNetTrainerScaleContrastiveCbDice"]
 add_variants(globals(), nnUNetTrainerScaleContrastiveSimSiam, nnUNetTrainerScaleContrastiveCls,
-             nnUNetTrainerScaleContrastiveSkeletonRecall, nnUNetTrainerScaleContrastiveLiteSkeletonRecall)
+             nnUNetTrainerScaleContrastiveSkeletonRecall, nnUNetTrainerScaleContrastiveLiteSkeletonRecall,
+             nnUNetTrainerScaleContrastiveCbDice)
 for _family in (scale_trainers, classification_trainers, simsiam_trainers, clef_trainers, thin_structure_trainers):
     __all__ += _family.__all__

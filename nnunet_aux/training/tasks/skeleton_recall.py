@@ -12,12 +12,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ...losses import skeleton_recall_loss
-from ..skeleton_targets import PAPER_TUBE_RADIUS, SkeletonTargetTransform
+from ..skeleton_targets import PAPER_SKELETON_TARGET, PAPER_TUBE_RADIUS, SkeletonTargetTransform
 from ..task import AuxBatch, AuxiliaryTask
 
-#: Kirchhoff et al.'s loss weight (``weight_srec = 1`` in MIC-DKFZ/Skeleton-Recall)
+#: Kirchhoff et al.'s loss weight (``self.weight_srec = 1`` in skeleton-recall 1.0.0,
+#: skeleton_recall/training/nnUNetTrainer/nnUNetTrainerSkeletonRecall.py, line 41)
 PAPER_SKELETON_RECALL_WEIGHT = 1.0
-#: their smoothing term of the recall (``smooth = 1e-5``)
+#: their smoothing term of the recall (``soft_skelrec_kwargs={..., 'smooth': 1e-5, ...}``, same file, line 49)
 PAPER_SKELETON_RECALL_SMOOTH = 1e-5
 
 
@@ -87,9 +88,15 @@ class SkeletonRecallTask(AuxiliaryTask):
         Pool the recall's sums over the batch (nnU-Net's ``batch_dice`` of the configuration, as
         in their code).
     deep_supervision_weights : sequence of float, optional
-        With deep supervision: the recall is taken at every output level with these weights
-        (nnU-Net's); None: at the highest resolution only (their default,
-        ``skeleton_deep_supervision = False``).
+        Weight of each output level, highest resolution first; the recall is taken at the first
+        ``len(weights)`` levels. skeleton-recall 1.0.0's ``nnUNetTrainerSkeletonRecallDS``: all of nnU-Net's
+        weights; its ``nnUNetTrainerSkeletonRecall``: nnU-Net's first weight only (the full-resolution
+        level inside nnU-Net's ``DeepSupervisionWrapper``). None: the highest resolution with weight 1
+        (no deep supervision).
+    target_mode : {"union", "per_structure"}
+        How the skeleton targets are made (:class:`~nnunet_aux.training.skeleton_targets.SkeletonTargetTransform`).
+    ddp : bool
+        Pool the recall's sums over the DDP processes too (with ``batch_dice``; their ``AllGatherGrad``).
 
     References
     ----------
@@ -102,7 +109,8 @@ class SkeletonRecallTask(AuxiliaryTask):
     def __init__(self, channels: Sequence[int], labels: Optional[Sequence[Tuple[int, ...]]] = None,
                  weight: float = PAPER_SKELETON_RECALL_WEIGHT, tube_radius: int = PAPER_TUBE_RADIUS,
                  smooth: float = PAPER_SKELETON_RECALL_SMOOTH, batch_dice: bool = True,
-                 deep_supervision_weights: Optional[Sequence[float]] = None):
+                 deep_supervision_weights: Optional[Sequence[float]] = None,
+                 target_mode: str = PAPER_SKELETON_TARGET, ddp: bool = False):
         super().__init__()
         self.channels = [int(c) for c in channels]
         if not self.channels:
@@ -120,21 +128,25 @@ class SkeletonRecallTask(AuxiliaryTask):
         self.batch_dice = bool(batch_dice)
         self.deep_supervision_weights = (None if deep_supervision_weights is None
                                          else [float(w) for w in deep_supervision_weights])
+        self.target_mode = target_mode
+        self.ddp = bool(ddp)
 
     def extra_target_channels(self) -> int:
         return len(self.channels)
 
     def target_transforms(self, first_channel: int) -> list:
         if self.labels is not None:  # label map in channel 0
-            return [SkeletonTargetTransform(labels=self.labels, tube_radius=self.tube_radius, insert_at=first_channel)]
+            return [SkeletonTargetTransform(labels=self.labels, tube_radius=self.tube_radius, insert_at=first_channel,
+                                            mode=self.target_mode)]
         # region targets: nnU-Net's foreground region channels come first
         return [SkeletonTargetTransform(channels=list(range(len(self.channels))), tube_radius=self.tube_radius,
-                                        insert_at=first_channel)]
+                                        insert_at=first_channel, mode=self.target_mode)]
 
     def hyperparameters(self) -> Dict[str, Any]:
         return {"weight": self.weight, "tube_radius": self.tube_radius, "smooth": self.smooth,
                 "batch_dice": self.batch_dice, "deep_supervision_weights": self.deep_supervision_weights,
-                "labels": self.labels, "output_channels": self.channels}
+                "target_mode": self.target_mode, "ddp": self.ddp, "labels": self.labels,
+                "output_channels": self.channels}
 
     def forward(self, skips: List[torch.Tensor], main_output: Any) -> Dict[str, Any]:
         return {"logits": main_output}
@@ -158,6 +170,6 @@ class SkeletonRecallTask(AuxiliaryTask):
             if w == 0:
                 continue
             probabilities = foreground_probabilities(lg, self.channels, regions=self.labels is None)
-            term = w * skeleton_recall_loss(probabilities, sk, v, self.batch_dice, self.smooth)
+            term = w * skeleton_recall_loss(probabilities, sk, v, self.batch_dice, self.smooth, self.ddp)
             loss = term if loss is None else loss + term
         return {"skeleton_recall": loss}
