@@ -68,7 +68,7 @@ class ClusterOptions:
     cluster: str = "local"
     max_parallel: int = 1
     gpus: tuple[int, ...] = ()
-    timeout_min: int = 4320
+    timeout_min: float = 4320
     gpus_per_node: int | None = None
     cpus_per_task: int | None = None
     mem_gb: float | None = None
@@ -89,7 +89,9 @@ class ClusterOptions:
         if self.cpus_per_task is not None and self.cpus_per_task < 2:
             raise InputError(f"--cpus-per-task must be at least 2, got {self.cpus_per_task}: nnU-Net's data "
                              "loaders need a CPU beside the training process (MIC-DKFZ/nnUNet #2863)")
-        for name in ("max_parallel", "timeout_min", "num_gpus", "slurm_array_parallelism", "gpus_per_node"):
+        if not self.timeout_min > 0:
+            raise InputError(f"--timeout-min must be positive, got {self.timeout_min}")
+        for name in ("max_parallel", "num_gpus", "slurm_array_parallelism", "gpus_per_node"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -113,7 +115,7 @@ class ClusterOptions:
 
     def slurm_parameters(self, setup: Sequence[str] = ()) -> dict[str, Any]:
         """submitit ``SlurmExecutor.update_parameters`` keywords."""
-        params: dict[str, Any] = {"time": self.timeout_min, "nodes": 1, "ntasks_per_node": 1,
+        params: dict[str, Any] = {"time": max(1, round(self.timeout_min)), "nodes": 1, "ntasks_per_node": 1,
                                   "signal_delay_s": self.signal_delay_s, "setup": [*self.slurm_setup, *setup],
                                   "job_name": "nnunet_aux"}
         gpus = self.gpus_per_node if self.gpus_per_node is not None else (self.num_gpus if self.num_gpus > 1 else None)
