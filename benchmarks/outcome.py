@@ -38,10 +38,18 @@ bootstrap interval resampling seeds and test cases (``outcome_stats.py``, numpy,
 Output in ``--workdir``: everything, resumable (rerun the same command to continue), a
 ``results.json`` with every run's per-case numbers and ``table.md`` (printed too).
 
+Every (regime, seed, budget, trainer) training, with its test-set prediction, is one job of
+:mod:`nnunet_aux.experiment.jobs`, run through submitit with the same flags as
+``nnunet_aux experiment`` (``--cluster local|slurm|debug``, ``--max-parallel``, ``--gpus``,
+``--timeout-min``, ``--slurm-*``, ...; job ids in ``<workdir>/jobs/jobs.json``), so the study a
+2-core CPU cannot finish is one command on a cluster.
+
 Examples::
 
     python benchmarks/outcome.py --quick               # sanity run, minutes
     python benchmarks/outcome.py                       # full run, hours on a 2-core CPU
+    python benchmarks/outcome.py --device cuda --cluster slurm --slurm-partition gpu \
+        --gpus-per-node 1 --cpus-per-task 8 --iterations 5000   # on a SLURM cluster
 """
 
 from __future__ import annotations
@@ -115,6 +123,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "at equal wall time, with the step ratios of --step-ratio (required for each of them); "
                         "stock's N-iteration run is the reference of both")
     p.add_argument("--verbose", action="store_true", help="show nnU-Net's own output (always in the logs)")
+    from nnunet_aux.experiment.cli import add_cluster_arguments
+
+    # the same executor flags as `nnunet_aux experiment`: every (trainer, seed) training is one job
+    add_cluster_arguments(p, experiment_flags=False)
     return p.parse_args(argv)
 
 
@@ -234,11 +246,20 @@ def _no_nan(value):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from nnunet_aux.errors import InputError
+    from nnunet_aux.experiment.cli import cluster_options
+
     argv = sys.argv[1:] if argv is None else argv
-    s = make_settings(parse_args(argv), argv)
+    args = parse_args(argv)
+    s = make_settings(args, argv)
+    cluster = cluster_options(args)
+    try:
+        cluster.check()
+    except InputError as e:
+        raise SystemExit(f"error: {e}") from None
     s.workdir.mkdir(parents=True, exist_ok=True)
     announce(s)
-    bench = Benchmark(s)
+    bench = Benchmark(s, cluster)
     started = time.perf_counter()
     for name in s.regimes:
         bench.run_regime(REGIMES[name])

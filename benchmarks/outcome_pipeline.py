@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
 import sys
 import time
@@ -144,8 +143,12 @@ def _read_json(path: Path) -> Any:
 class Benchmark:
     """Runs the steps; :meth:`say` prints progress lines, nnU-Net's output goes to the logs."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, cluster: Any = None):
+        from nnunet_aux.experiment.cluster import ClusterOptions
+
         self.s = settings
+        #: where the trainings run (:mod:`nnunet_aux.experiment.cluster`; default: here, one at a time)
+        self.cluster = cluster or ClusterOptions()
         self.start = time.perf_counter()
         self.failures: list[str] = []
 
@@ -253,18 +256,33 @@ class Benchmark:
                              "use another --workdir (or delete that run's folder)")
         _write_json(record, run.schedule())
 
-    def train(self, run: RunSpec) -> None:
-        fold = run.fold_folder()
-        if (fold / "checkpoint_final.pth").is_file() and (fold / "validation" / "summary.json").is_file():
-            return
-        args = [str(run.regime.dataset_id), CONFIGURATION, FOLD, "-p", PLANS_NAME, "-tr", f"{run.trainer}_outcome",
-                "-device", self.s.device]
-        if fold.is_dir():
-            args.append("--c")  # an interrupted training continues from its last checkpoint
-        self.say(f"  train {run.trainer}: {run.iterations} iterations ({run.epochs} epochs x "
-                 f"{run.iterations_per_epoch}), log {run.folder / 'train.log'}")
-        self.nnunet("nnUNetv2_train", args, self.env(run.regime, run.folder / "nnUNet_results", run.schedule()),
-                    run.folder / "train.log")
+    def job(self, run: RunSpec):
+        """The run's training and test-set prediction as one job of :mod:`nnunet_aux.experiment.jobs`.
+
+        The job carries nnU-Net's variables, the run's schedule and seed (:data:`ENV_VAR`) and
+        whatever differs from this process's environment; the rest comes from where it runs.
+        Training continues from the last checkpoint (``--c``) after an interruption; the
+        prediction (``--disable_tta``: CPU time) is redone unless marked complete.
+        """
+        from nnunet_aux.experiment.jobs import FollowUp, TrainingJob
+        from nnunet_aux.experiment.process import nnunet_command
+
+        env = self.env(run.regime, run.folder / "nnUNet_results", run.schedule())
+        env = {k: v for k, v in env.items() if k.startswith("nnUNet_") or k in (ENV_VAR, "PYTHONUNBUFFERED")
+               or os.environ.get(k) != v}
+        env.update(self.cluster.job_environment())
+        out = run.folder / "predictions"
+        predict = [*nnunet_command("nnUNetv2_predict"), "-i", str(self.raw_folder(run.regime) / "imagesTs"),
+                   "-o", str(out), "-d", str(run.regime.dataset_id), "-c", CONFIGURATION, "-f", FOLD,
+                   "-p", PLANS_NAME, "-tr", f"{run.trainer}_outcome", "-device", self.s.device, "-npp", "1",
+                   "-nps", "1", "--disable_tta"]
+        key = f"{run.regime.name}/seed{run.seed}/{run.budget}/{run.trainer}"
+        return TrainingJob(key, str(run.regime.dataset_id), CONFIGURATION, FOLD, f"{run.trainer}_outcome",
+                           PLANS_NAME, self.s.device, str(run.fold_folder()), str(run.folder / "train.log"), env,
+                           nnunet_command("nnUNetv2_train"), seed=run.seed, num_gpus=self.cluster.num_gpus,
+                           follow_ups=(FollowUp("predict", tuple(predict), str(run.folder / "predict.log"),
+                                                str(out / ".done"), str(out)),),
+                           echo=self.s.verbose)
 
     def record_run(self, run: RunSpec) -> dict[str, Any]:
         """``run.json``: schedule, measured step time, decoders' own Dice (read once, after training)."""
@@ -283,21 +301,6 @@ class Benchmark:
                 **checkpoint_logging(fold / "checkpoint_final.pth")}
         _write_json(path, info)
         return info
-
-    def predict(self, run: RunSpec) -> None:
-        out = run.folder / "predictions"
-        if (out / ".done").is_file():
-            return
-        if out.is_dir():
-            shutil.rmtree(out)  # a killed prediction may have left a half-written file
-        self.say(f"  predict {len(self.case_ids(run.regime, 'imagesTs'))} test cases with {run.trainer} "
-                 "(no test-time mirroring)")
-        args = ["-i", str(self.raw_folder(run.regime) / "imagesTs"), "-o", str(out), "-d", str(run.regime.dataset_id),
-                "-c", CONFIGURATION, "-f", FOLD, "-p", PLANS_NAME, "-tr", f"{run.trainer}_outcome",
-                "-device", self.s.device, "-npp", "1", "-nps", "1", "--disable_tta"]
-        self.nnunet("nnUNetv2_predict", args, self.env(run.regime, run.folder / "nnUNet_results"),
-                    run.folder / "predict.log")
-        (out / ".done").write_text("ok\n")
 
     def evaluate(self, run: RunSpec) -> None:
         """Score the predicted vessel region against the generator's true scales."""
@@ -318,53 +321,65 @@ class Benchmark:
         _write_json(path, {"label": spec.to_json(), "cases": {c["case"]: flat_metrics(c["metrics"]["vessel"])
                                                                 for c in summary["metric_per_case"]}})
 
-    def do_run(self, run: RunSpec) -> dict[str, Any] | None:
-        """Train, record, predict, evaluate; None (and a failure noted) when an nnU-Net command fails."""
-        from nnunet_aux.demo.commands import CommandFailedError
+    def do_runs(self, runs: list[RunSpec]) -> dict[str, dict[str, Any] | None]:
+        """Train and predict every run as one job each (:func:`nnunet_aux.experiment.cluster.run_jobs`),
+        then record and evaluate them here; per run key its info, None (and a failure noted) when it failed."""
+        from nnunet_aux.experiment.cluster import run_jobs
 
-        self.check_run_settings(run)
-        try:
-            self.train(run)
+        for run in runs:
+            self.check_run_settings(run)
+        jobs = {job.key: (run, job) for run in runs for job in [self.job(run)]}
+        for key, (run, job) in jobs.items():
+            if not job.is_complete():
+                self.say(f"  {key}: {run.iterations} iterations ({run.epochs} epochs x {run.iterations_per_epoch}), "
+                         f"log {run.folder / 'train.log'}")
+        submission = run_jobs([job for _, job in jobs.values()], self.cluster, self.s.workdir / "jobs",
+                              say=self.say)
+        infos: dict[str, dict[str, Any] | None] = {}
+        for key, (run, job) in jobs.items():
+            result = submission.results.get(key)
+            if (result is not None and not result.ok) or not job.is_complete():
+                message = f"{key}: " + (result.message if result is not None else "did not finish")
+                self.failures.append(message)
+                self.say("  FAILED " + message.splitlines()[0] + f" (log in {run.folder})")
+                infos[key] = None
+                continue
             info = self.record_run(run)
-            self.predict(run)
             self.evaluate(run)
-        except CommandFailedError as e:
-            message = f"{run.regime.name} seed {run.seed} {run.budget} {run.trainer}: {e}"
-            self.failures.append(message)
-            self.say("  FAILED " + message.splitlines()[0] + f" (log in {run.folder})")
-            return None
-        scores = _read_json(run.folder / "evaluation.json")["cases"]
-        dice = statistics.fmean(c["dice"] for c in scores.values())
-        self.say(f"  {run.trainer}: step {info['step_s']:.2f} s, test Dice {dice:.3f}")
-        return info
+            scores = _read_json(run.folder / "evaluation.json")["cases"]
+            dice = statistics.fmean(c["dice"] for c in scores.values())
+            self.say(f"  {run.trainer}, seed {run.seed}: step {info['step_s']:.2f} s, test Dice {dice:.3f}")
+            infos[key] = info
+        return infos
 
     # ------------------------------------------------------------------ the whole benchmark
     def run_regime(self, regime: Regime) -> None:
+        """(a) every seed's equal-iterations runs as one batch of jobs, then (b) the equal-wall-time runs."""
         from outcome_stats import split_iterations, wall_time_iterations
 
         self.prepare_regime(regime)
         epochs, ipe = split_iterations(self.s.iterations, self.s.epochs)
+        self.say(f"[{regime.name}] (a) equal iterations: {epochs * ipe} each, seeds {list(self.s.seeds)}")
+        runs_a = [RunSpec(regime, seed, "equal_iterations", trainer, epochs, ipe, self.s.val_iterations,
+                          workdir=self.s.workdir)
+                  for seed in self.s.seeds for trainer in self.s.trainers
+                  if trainer == STOCK or "equal_iterations" in self.s.budgets]  # else its step ratio is given
+        infos = {(r.seed, r.trainer): info for r, info in zip(runs_a, self.do_runs(runs_a).values())}
+        if "equal_time" not in self.s.budgets:
+            return
+        fixed = dict(self.s.step_ratios)
+        runs_b = []
         for seed in self.s.seeds:
-            self.say(f"[{regime.name}] seed {seed}, (a) equal iterations: {epochs * ipe} each")
-            infos = {}
-            for trainer in self.s.trainers:
-                if trainer != STOCK and "equal_iterations" not in self.s.budgets:
-                    infos[trainer] = {}  # its step ratio is given (check_settings)
-                    continue
-                run = RunSpec(regime, seed, "equal_iterations", trainer, epochs, ipe, self.s.val_iterations,
-                              workdir=self.s.workdir)
-                infos[trainer] = self.do_run(run)
-            if "equal_time" not in self.s.budgets:
-                continue
-            if infos.get(STOCK) is None:
+            stock = infos.get((seed, STOCK))
+            if stock is None:
                 self.say(f"[{regime.name}] seed {seed}: no stock run, so no equal-wall-time runs")
                 continue
-            self.say(f"[{regime.name}] seed {seed}, (b) equal wall time (stock step {infos[STOCK]['step_s']:.2f} s)")
-            fixed = dict(self.s.step_ratios)
-            for trainer, info in infos.items():
-                if trainer == STOCK or info is None:
+            self.say(f"[{regime.name}] seed {seed}, (b) equal wall time (stock step {stock['step_s']:.2f} s)")
+            for trainer in self.s.trainers:
+                info = infos.get((seed, trainer), {})
+                if trainer == STOCK or (info is None and trainer not in fixed):
                     continue
-                ratio = fixed.get(trainer) or info["step_s"] / infos[STOCK]["step_s"]
+                ratio = fixed.get(trainer) or info["step_s"] / stock["step_s"]
                 n = wall_time_iterations(epochs * ipe, 1.0, ratio, self.s.tolerance)
                 source = "given" if trainer in fixed else "measured"
                 if n is None:
@@ -376,8 +391,10 @@ class Benchmark:
                     continue
                 self.say(f"  {trainer}: step {ratio:.3f} x stock ({source}): {n} iterations")
                 e_b, ipe_b = split_iterations(n, self.s.epochs)
-                self.do_run(RunSpec(regime, seed, "equal_time", trainer, e_b, ipe_b, self.s.val_iterations,
-                                    workdir=self.s.workdir))
+                runs_b.append(RunSpec(regime, seed, "equal_time", trainer, e_b, ipe_b, self.s.val_iterations,
+                                      workdir=self.s.workdir))
+        if runs_b:
+            self.do_runs(runs_b)
 
 
 def checkpoint_logging(checkpoint: Path) -> dict[str, Any]:

@@ -161,7 +161,7 @@ def test_slurm_resubmits_failed_jobs_only(fake_tree, slurm):
 def test_slurm_timeout_requeues_and_continues(fake_tree, slurm):
     """A job that reaches its time limit is requeued by submitit and continues with --c."""
     fake_tree["env"]["FAKE_SLEEP"] = "60"
-    options = ClusterOptions(cluster="slurm", timeout_min=1, signal_delay_s=56, poll_seconds=0.2)  # USR2 after 4 s
+    options = ClusterOptions(cluster="slurm", timeout_min=1, signal_delay_s=54, poll_seconds=0.2)  # USR2 after 6 s
     result = experiment(fake_tree, trainers=("TrainerA",), folds=(0,), cluster=options)
     assert result.ok, result.failures
     assert [c["call"] for c in calls(fake_tree)] == ["TrainerA 0 --c"]  # the first attempt was stopped mid-way
@@ -197,7 +197,7 @@ def test_local_cap_and_gpus(fake_tree):
 
 def test_local_timeout_requeues_and_continues(fake_tree):
     fake_tree["env"]["FAKE_SLEEP"] = "60"
-    options = ClusterOptions(timeout_min=0.1, poll_seconds=0.2)  # USR2 after 3 s
+    options = ClusterOptions(timeout_min=0.15, poll_seconds=0.2)  # USR2 after 4.5 s
     result = experiment(fake_tree, trainers=("TrainerA",), folds=(0,), cluster=options)
     assert result.ok, result.failures
     assert [c["call"] for c in calls(fake_tree)] == ["TrainerA 0 --c"]

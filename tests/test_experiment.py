@@ -490,12 +490,13 @@ def test_experiment_end_to_end_and_resume(scale_dataset, tmp_path):
     nnunet_aux = str(Path(sys.executable).parent / "nnunet_aux")
     trainers = ["nnUNetTrainerTiny_test", "nnUNetTrainerScaleAux_smoke"]
 
-    def command(trainers):
+    def command(trainers, *extra):
         return [nnunet_aux, "experiment", "-d", str(scale_dataset["id"]), "-device", "cpu", "-np", "1",
-                "--folds", "0", "1", "--trainers", *trainers]
+                "--folds", "0", "1", "--trainers", *trainers, *extra]
 
+    # the first run in submitit's debug executor (in this process), the re-runs with the default local one
     start = time.perf_counter()
-    first = subprocess.run(command(trainers), env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=1500)
+    first = subprocess.run(command(trainers, "--cluster", "debug"), env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=1500)
     first_seconds = time.perf_counter() - start
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
 

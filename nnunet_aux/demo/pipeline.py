@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence, TextIO
 import numpy as np
 
 from ..errors import InputError
-from .commands import nnunet_environment, nnunet_executable, run_command
+from .commands import CommandFailedError, nnunet_environment, nnunet_executable, run_command
 
 #: File in the work folder that marks it as a demo folder and records its progress.
 STATE_FILE = "demo_state.json"
@@ -250,11 +250,17 @@ class _Demo:
         self.say(f"wrote {plans} (U-Net {list(s.features_per_stage)}, patch {list(s.patch_size)}) and {splits}")
 
     def train(self, method: Method) -> None:
-        args = [str(self.settings.dataset_id), CONFIGURATION, FOLD, "-p", PLANS_NAME, "-tr", method.trainer,
-                "-device", self.device]
-        if self.results_folder(method).is_dir():
-            args.append("--c")  # an interrupted training continues from its last checkpoint
-        self.nnunet("nnUNetv2_train", *args, log=f"train_{method.key}")
+        """One job of :mod:`nnunet_aux.experiment.jobs`, run here: an interrupted training continues (``--c``)."""
+        from ..experiment.jobs import TrainingJob
+        from ..experiment.process import nnunet_command
+
+        job = TrainingJob(f"demo/{method.key}", str(self.settings.dataset_id), CONFIGURATION, FOLD, method.trainer,
+                          PLANS_NAME, self.device, str(self.results_folder(method)),
+                          str(self.logs / f"train_{method.key}.log"), self.env, nnunet_command("nnUNetv2_train"),
+                          echo=self.stream is not None)
+        result = job()
+        if not result.ok:
+            raise CommandFailedError(f"training {method.trainer} failed ({result.failed_step}): {result.message}")
 
     def predict(self, method: Method) -> None:
         args = ["-i", str(self.dataset_folder / "imagesTs"), "-o", str(self.prediction_folder(method)),

@@ -114,8 +114,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
-    """The executor flags (shared with benchmarks/outcome.py); names follow submitit's parameters."""
+def add_cluster_arguments(parser: argparse.ArgumentParser, experiment_flags: bool = True) -> None:
+    """The executor flags (shared with benchmarks/outcome.py); names follow submitit's parameters.
+
+    ``experiment_flags`` adds ``--no-wait``, ``--collect``, ``--dry-run``, ``--epoch-seconds`` and
+    ``--write-commands`` (``nnunet_aux experiment`` only).
+    """
     g = parser.add_argument_group("where the jobs run (submitit)")
     g.add_argument("--cluster", choices=("local", "slurm", "debug"), default="local",
                    help="local: this machine (default); slurm: one job array; debug: in this process")
@@ -144,6 +148,8 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--num-gpus", type=int, default=1, metavar="N",
                    help="nnUNetv2_train -num_gpus N: one task per node with N GPUs; nnU-Net starts DDP itself "
                         "(default: %(default)s)")
+    if not experiment_flags:
+        return
     g.add_argument("--no-wait", action="store_true",
                    help="slurm: return after submitting; run the same command again (or with --collect) later")
     g.add_argument("--collect", action="store_true",
