@@ -18,7 +18,7 @@ from scipy import ndimage
 from nnunet_aux.losses import cbdice_loss, cbdice_radius_weights, distance_transform, soft_cbdice
 from nnunet_aux.training.task import AuxBatch
 from nnunet_aux.training.tasks import CbDiceTask, foreground_probability
-from test_skeleton_losses import direct_skeleton, grad_of
+from test_skeleton_losses import grad_of, pooled_skeleton
 
 
 # ------------------------------------------------------------------------------------ the reference
@@ -37,8 +37,8 @@ def reference_cbdice(prob: torch.Tensor, target: torch.Tensor, iterations=10, sm
     with torch.no_grad():
         y = (target > 0).float()
         hard = (prob > 0.5).float()
-        skel_hard = direct_skeleton(hard[:, None], iterations)[:, 0]
-        skel_true = direct_skeleton(y[:, None], iterations)[:, 0]
+        skel_hard = pooled_skeleton(hard[:, None], iterations)[:, 0]
+        skel_true = pooled_skeleton(y[:, None], iterations)[:, 0]
     skel_prob = skel_hard * prob
     maps = {"true": [], "pred": []}
     for b in range(prob.shape[0]):

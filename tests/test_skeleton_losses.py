@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
 
@@ -40,9 +38,12 @@ def direct_erode(x):
 
 
 def direct_dilate(x):
+    """Maximum over the 3^n cube, as the maximum over 3 neighbours along each axis in turn."""
     n = x.ndim - 2
-    cube = list(itertools.product((-1, 0, 1), repeat=n))
-    return torch.stack(neighbours(x, cube, float("-inf")), 0).amax(0)
+    for axis in range(n):
+        line = [tuple(o if a == axis else 0 for a in range(n)) for o in (-1, 0, 1)]
+        x = torch.stack(neighbours(x, line, float("-inf")), 0).amax(0)
+    return x
 
 
 def direct_skeleton(x, k):
@@ -194,12 +195,42 @@ def official_recall_loss(logits, skeleton_labels, batch_dice=True, smooth=1e-5, 
     return -((inter + smooth) / torch.clip(total + smooth, 1e-8)).mean()
 
 
+def pooled_skeleton(x, k):
+    """Alg. 1 with the min/max pooling of the authors' soft_skeleton.py (erosion: the minimum of three 1D
+    min-pools, dilation: a 3^n max-pool), fast enough for whole patches; equal to direct_skeleton (tested)."""
+    n = x.ndim - 2
+    pool = torch.nn.functional.max_pool3d if n == 3 else torch.nn.functional.max_pool2d
+
+    def erode(y):
+        outs = []
+        for axis in range(n):
+            kernel = tuple(3 if a == axis else 1 for a in range(n))
+            outs.append(-pool(-y, kernel, 1, tuple(1 if a == axis else 0 for a in range(n))))
+        return torch.stack(outs).amin(0)
+
+    def opened(y):
+        return pool(erode(y), 3, 1, 1)
+
+    skel = torch.relu(x - opened(x))
+    for _ in range(k):
+        x = erode(x)
+        delta = torch.relu(x - opened(x))
+        skel = skel + torch.relu(delta - skel * delta)
+    return skel
+
+
+def test_pooled_skeleton_equals_the_direct_one():
+    x = torch.rand(2, 2, 7, 8, 9, generator=torch.Generator().manual_seed(9))
+    torch.testing.assert_close(pooled_skeleton(x, 10), direct_skeleton(x, 10))
+    torch.testing.assert_close(pooled_skeleton(x[..., 0], 4), direct_skeleton(x[..., 0], 4))
+
+
 def official_cldice_loss(y_true, y_pred, exclude_background=False, smooth=1.0):
     """jocpae/clDice's current soft_cldice(exclude_background=...): 10-iteration soft skeletons, sums pooled over
     batch and channels, 1 - clDice."""
     if exclude_background:
         y_true, y_pred = y_true[:, 1:], y_pred[:, 1:]
-    sp, st = direct_skeleton(y_pred, 10), direct_skeleton(y_true, 10)
+    sp, st = pooled_skeleton(y_pred, 10), pooled_skeleton(y_true, 10)
     tprec = ((sp * y_true).sum() + smooth) / (sp.sum() + smooth)
     tsens = ((st * y_pred).sum() + smooth) / (st.sum() + smooth)
     return 1.0 - 2.0 * tprec * tsens / (tprec + tsens)

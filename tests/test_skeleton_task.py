@@ -271,3 +271,131 @@ def test_trainer_pipeline_carries_the_skeleton_through_deep_supervision(nnunet_p
     trainer.training_model.train()
     terms = trainer.train_step(batch)
     assert 0 < terms["loss_skeleton_recall"] <= 1 and np.isfinite(terms["loss"])
+
+
+# ------------------------------------------------------------------------------------ against the official trainers
+class FixedOutputs(torch.nn.Module):
+    """Stands in for network + heads: returns given logits, so that a trainer's loss can be compared on them."""
+
+    def __init__(self, outputs, tasks):
+        super().__init__()
+        self.outputs, self.tasks = outputs, tasks
+
+    def forward(self, data):
+        return self.outputs, {name: task(None, self.outputs) for name, task in self.tasks.items()}
+
+
+def nnunet_deep_supervision_weights(n: int):
+    """nnU-Net's (and cbDice's nnUNetTrainer_CE_DC_CBDC's) output weights: 1, 1/2, 1/4, ..., the last 0, sum 1."""
+    w = [1 / 2 ** i for i in range(n)]
+    w[-1] = 0
+    return [x / sum(w) for x in w]
+
+
+def official_total(trainer_name, levels, logits, batch_dice, ignore_label, ds_scales):
+    """The total loss of the official trainer (or, for clDice, of the official loss added to nnU-Net's) on the
+    same logits, and the constant by which the package's total differs (its terms are 1 - x, theirs -x)."""
+    from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
+    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+
+    from test_cbdice import reference_cbdice, reference_foreground
+    from test_skeleton_losses import official_cldice_loss, official_recall_loss
+
+    deep = isinstance(logits, list)
+    weights = nnunet_deep_supervision_weights(len(logits)) if deep else [1.0]
+    logits, targets = (logits, [t[:, :1] for t in levels]) if deep else ([logits], [levels[:, :1]])
+    weight_ce = {"nnUNetTrainerCbDice": 2.0, "nnUNetTrainerCbDiceNoDeepSupervision": 3.0}.get(trainer_name, 1.0)
+    dc_ce = DC_and_CE_loss({"batch_dice": batch_dice, "smooth": 1e-5, "do_bg": False, "ddp": False}, {},
+                           weight_ce=weight_ce, weight_dice=1, ignore_label=ignore_label,
+                           dice_class=MemoryEfficientSoftDiceLoss)
+    total = sum(w * dc_ce(z, t) for w, z, t in zip(weights, logits, targets) if w != 0)
+    full = targets[0]
+    if trainer_name == "nnUNetTrainerSkeletonRecall":  # SkeletonTransform after the downsampling: level 0 only
+        skel = torch.stack([torch.from_numpy(official_skeleton_target(s[0].numpy()))[None] for s in full])
+        total = total + weights[0] * official_recall_loss(logits[0], skel, batch_dice, seg=full,
+                                                          ignore_label=ignore_label)
+        return total, weights[0]
+    if trainer_name == "nnUNetTrainerSkeletonRecallDS":  # before it: downsampled with the segmentation
+        skel = [torch.from_numpy(official_skeleton_target(s[0].numpy()))[None] for s in full]
+        per_sample = [DownsampleSegForDSTransform(ds_scales)(segmentation=s)["segmentation"] for s in skel]
+        for level, (w, z, t) in enumerate(zip(weights, logits, targets)):
+            if w != 0:
+                s = torch.stack([p[level] for p in per_sample])
+                total = total + w * official_recall_loss(z, s, batch_dice, seg=t, ignore_label=ignore_label)
+        return total, sum(w for w in weights if w != 0)
+    if trainer_name == "nnUNetTrainerSoftClDice":  # their loss, alpha 0.5, at full resolution
+        k = logits[0].shape[1]
+        onehot = torch.nn.functional.one_hot(full[:, 0].long(), k).movedim(-1, 1).float()
+        return total + 0.5 * official_cldice_loss(onehot, torch.softmax(logits[0].float(), 1)), 0.0
+    cb_weight = 2.0 if trainer_name.endswith("NoDeepSupervision") else 1.0
+    for w, z, t in zip(weights, logits, targets):
+        if w != 0:
+            total = total + w * cb_weight * reference_cbdice(reference_foreground(z.float()), t[:, 0])
+    return total, cb_weight * sum(weights)
+
+
+@pytest.mark.slow  # needs the shared planned dataset
+@pytest.mark.parametrize("trainer_name,ignore,settings", [
+    ("nnUNetTrainerSkeletonRecall", True, {}),
+    ("nnUNetTrainerSkeletonRecallDS", True, {}),
+    ("nnUNetTrainerSoftClDice", False, {}),
+    ("nnUNetTrainerCbDice", False, {}),  # their ignore-label behaviour: test_cbdice.py
+    ("nnUNetTrainerCbDiceNoDeepSupervision", False, {}),
+])
+def test_default_loss_and_gradient_equal_the_official_trainers(nnunet_paths, trainer_name, ignore, settings):
+    """Each peer trainer's total loss (nnU-Net's Dice + CE and the peer's term, every deep-supervision level)
+    and its gradient on fixed 3D logits with touching labels equal the official implementation's."""
+    from nnunet_aux.training import trainers
+    from test_cbdice import noisy_logits
+
+    ds = nnunet_paths
+    plans = json.loads((ds["preprocessed"] / "nnUNetPlans.json").read_text(encoding="utf-8"))
+    plans["continue_training"] = False
+    trainer = getattr(trainers, trainer_name)(plans, "3d_fullres", 0, label_dataset_json(ds, ignore),
+                                              torch.device("cpu"))
+    for k, v in settings.items():
+        setattr(trainer, k, v)
+    trainer.initialize()
+    lm = trainer.label_manager
+    patch = tuple(trainer.configuration_manager.patch_size)
+    ds_scales = trainer._get_deep_supervision_scales() if trainer.enable_deep_supervision else None
+    kwargs = dict(is_cascaded=False, foreground_labels=lm.foreground_labels, regions=None,
+                  ignore_label=lm.ignore_label)
+    transform = trainer.get_validation_transforms(ds_scales, **kwargs)
+    seg = sample_labels(patch, ignore=ignore)
+    samples = [transform(image=torch.randn(1, *patch), segmentation=s.clone())["segmentation"]
+               for s in (seg, torch.flip(seg, (-1,)))]
+    if ds_scales is None:
+        levels = torch.stack(samples)
+    else:
+        levels = [torch.stack([s[i] for s in samples]) for i in range(len(ds_scales))]
+    n_classes = len(lm.all_labels)
+
+    def make_logits(seed):
+        def one(level, k):
+            labels = torch.where(level[:, :1] == IGNORE, 0, level[:, :1])
+            return noisy_logits(labels, n_classes, seed + k).requires_grad_(True)
+        return [one(t, k) for k, t in enumerate(levels)] if ds_scales is not None else one(levels, 0)
+
+    logits = make_logits(7)
+    trainer.training_model = FixedOutputs(logits, trainer.aux_tasks).train()
+    total, terms, _, _ = trainer._forward_and_losses(torch.zeros(2, 1, *patch), levels)
+    as_list = logits if isinstance(logits, list) else [logits]
+    ours_grad = torch.autograd.grad(total, as_list, allow_unused=True)
+    expected, offset = official_total(trainer_name, levels, as_list if ds_scales else as_list[0],
+                                      trainer.configuration_manager.batch_dice, lm.ignore_label, ds_scales)
+    expected_grad = torch.autograd.grad(expected, as_list, allow_unused=True)
+    ours_grad, expected_grad = ([torch.zeros_like(z) if g is None else g for g, z in zip(grads, as_list)]
+                                for grads in (ours_grad, expected_grad))
+    error = abs(float(total) - offset - float(expected)) / abs(float(expected))
+    grad_errors = [float((g - e).abs().max() / e.abs().max()) for g, e in zip(ours_grad, expected_grad)
+                   if e.abs().max() > 0]
+    print(f"{trainer_name} {settings}: loss rel. error {error:.2e}, gradient rel. errors "
+          + ", ".join(f"{x:.2e}" for x in grad_errors))
+    assert error <= 1e-4 and max(grad_errors) <= 1e-3
+    peer, = [v for k, v in terms.items() if k != "main"]
+    assert 0 < peer < 1  # the peer's term is not empty
+
+
+IGNORE = 5
