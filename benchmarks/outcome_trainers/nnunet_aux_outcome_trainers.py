@@ -42,7 +42,8 @@ SCHEDULE_KEYS = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_p
 #: Trainers of nnunet_aux that get an ``_outcome`` variant (those that import).
 AUX_TRAINERS = ("nnUNetTrainerScaleAux", "nnUNetTrainerScaleContrastive", "nnUNetTrainerScaleContrastiveLite",
                 "nnUNetTrainerScaleContrastiveHard", "nnUNetTrainerSkeletonRecall", "nnUNetTrainerSoftClDice",
-                "nnUNetTrainerSkeletonRecallSoftClDice", "nnUNetTrainerScaleContrastiveSkeletonRecall")
+                "nnUNetTrainerSkeletonRecallSoftClDice", "nnUNetTrainerScaleContrastiveSkeletonRecall",
+                "nnUNetTrainerSkeletonRecallDS", "nnUNetTrainerCbDice", "nnUNetTrainerScaleContrastiveCbDice")
 
 
 def read_settings() -> dict:
