@@ -5,7 +5,9 @@ Builds stock ``nnUNetTrainer`` and the selected auxiliary trainers (``--trainers
 ``lite`` = ``nnUNetTrainerScaleContrastiveLite``,
 ``cls`` = ``nnUNetTrainerClsAux``, ``simsiam`` = ``nnUNetTrainerVoxelSimSiam``, ``contrastive+simsiam``
 = ``nnUNetTrainerScaleContrastiveSimSiam``, ``contrastive+cls`` = ``nnUNetTrainerScaleContrastiveCls``,
-``skeleton`` = ``nnUNetTrainerSkeletonRecall``, ``cldice`` = ``nnUNetTrainerSoftClDice``,
+``skeleton`` = ``nnUNetTrainerSkeletonRecall``, ``skeleton-ds`` = ``nnUNetTrainerSkeletonRecallDS``,
+``cldice`` = ``nnUNetTrainerSoftClDice``, ``cbdice`` = ``nnUNetTrainerCbDice`` (its distance transforms
+included: MONAI's, scipy on the CPU, cuCIM on CUDA when installed),
 ``contrastive+skeleton`` = ``nnUNetTrainerScaleContrastiveSkeletonRecall``, ``lite+skeleton`` =
 ``nnUNetTrainerScaleContrastiveLiteSkeletonRecall``; stock is always added,
 every ratio is against it) in one process from a hand-written 3d_fullres
@@ -89,7 +91,9 @@ TRAINER_CLASSES = {
     "contrastive+simsiam": "nnunet_aux.training.trainers.nnUNetTrainerScaleContrastiveSimSiam",
     "contrastive+cls": "nnunet_aux.training.trainers.nnUNetTrainerScaleContrastiveCls",
     "skeleton": "nnunet_aux.training.trainers.nnUNetTrainerSkeletonRecall",
+    "skeleton-ds": "nnunet_aux.training.trainers.nnUNetTrainerSkeletonRecallDS",
     "cldice": "nnunet_aux.training.trainers.nnUNetTrainerSoftClDice",
+    "cbdice": "nnunet_aux.training.trainers.nnUNetTrainerCbDice",
     "contrastive+skeleton": "nnunet_aux.training.trainers.nnUNetTrainerScaleContrastiveSkeletonRecall",
     "lite+skeleton": "nnunet_aux.training.trainers.nnUNetTrainerScaleContrastiveLiteSkeletonRecall",
 }
@@ -209,7 +213,7 @@ def saved_activation_bytes(trainer, batch) -> int | None:
 
 #: the loss term of each auxiliary task whose share of a step is measured
 MEASURED_TERMS = {"scale": "contrastive", "cls": "cls", "simsiam": "simsiam", "skeleton_recall": "skeleton_recall",
-                  "cldice": "cldice"}
+                  "cldice": "cldice", "cbdice": "cbdice"}
 
 
 def _as_leaves(value):

@@ -1,8 +1,8 @@
 """End to end: nnUNetv2_train -> nnUNetv2_predict with nnUNetTrainerSkeletonRecall; parity with stock, resume.
 
 The skeleton targets are made in nnU-Net's augmentation worker process (``nnUNet_n_proc_DA=1``),
-as in real training. One smoke training (the machine is small); soft-clDice and the
-composition with the scale trainer are covered in-process by the configuration matrix.
+as in real training. One smoke training per trainer (the machine is small): Skeleton Recall and cbDice; soft-clDice
+and the composition with the scale trainer are covered in-process by the configuration matrix.
 """
 
 from __future__ import annotations
@@ -63,3 +63,22 @@ def test_skeleton_recall_trains_predicts_like_stock_and_resumes(scale_dataset, n
         torch.testing.assert_close(fresh.network.state_dict()[k], v, rtol=0, atol=0)
     assert fresh.optimizer.state_dict()["state"].keys() == ckpt["optimizer_state"]["state"].keys()
     assert fresh._target_layout.n_aux == 2  # the skeletons of the vessel and tumour regions
+
+
+def test_cbdice_trains_and_predicts_through_stock_commands(scale_dataset, nnunet_paths, tmp_path):
+    """nnUNetv2_train / nnUNetv2_predict with nnUNetTrainerCbDice on the region dataset: stock network_weights,
+    the cbDice term and the CE weight 2 in the log, predictions with nnU-Net's region values."""
+    trained = train(scale_dataset, "nnUNetTrainerCbDice_smoke")
+    ckpt = trained["checkpoint"]
+    assert set(ckpt["network_weights"]) == stock_network_keys(trained["folder"])
+    settings = ckpt["aux_state"]["hyperparameters"]["cbdice"]
+    assert (settings["weight"], settings["ce_weight"], settings["iterations"], settings["smooth"]) == (1.0, 2.0, 10, 1e-3)
+    assert ckpt["aux_state"]["task_weights"] == {}
+    for split in ("train", "val"):
+        values = ckpt["logging"][f"{split}_loss_cbdice"]
+        assert values and all(np.isfinite(v) and v <= 1 for v in values), (split, values)
+    pred = predict(scale_dataset, trained["trainer"], tmp_path / "pred")
+    image = sitk.ReadImage(str(next((scale_dataset["raw"] / "imagesTs").glob("*.nii.gz"))))
+    assert pred.shape == sitk.GetArrayFromImage(image).shape
+    dataset_json = json.loads((trained["folder"] / "dataset.json").read_text(encoding="utf-8"))
+    assert set(np.unique(pred).tolist()) <= {0, *dataset_json["regions_class_order"]}
