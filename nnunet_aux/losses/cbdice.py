@@ -154,7 +154,9 @@ def soft_cbdice(probabilities: torch.Tensor, target: torch.Tensor, iterations: i
 
     Returns
     -------
-    Tensor, float32 scalar in [0, 1]
+    Tensor, float32 scalar, non-negative: 1 for a perfect prediction and for an empty prediction of an
+    empty target; unlike clDice it can exceed 1 (a prediction thinner than the target puts its
+    skeleton where the target's normalised distance exceeds its own normalised radius)
 
     References
     ----------
@@ -204,7 +206,7 @@ def cbdice_loss(probabilities: torch.Tensor, target: torch.Tensor, iterations: i
 
     Returns
     -------
-    Tensor, float32 scalar in [0, 1]
+    Tensor, float32 scalar, at most 1, 0 for a perfect prediction (see :func:`soft_cbdice`)
 
     References
     ----------
