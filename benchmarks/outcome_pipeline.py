@@ -302,14 +302,15 @@ class Benchmark:
         _write_json(path, info)
         return info
 
-    def evaluate(self, run: RunSpec) -> None:
-        """Score the predicted vessel region against the generator's true scales."""
+    def evaluate(self, run: RunSpec, pred: Path | None = None, path: Path | None = None) -> None:
+        """Score the predicted vessel region against the generator's true scales (default: the run's
+        ``predictions/`` into ``evaluation.json``)."""
         from nnunet_aux.evaluation import LabelSpec, evaluate_folders, labels_from_dataset_json
 
-        path = run.folder / "evaluation.json"
+        path = path or run.folder / "evaluation.json"
         if path.is_file():
             return
-        pred = run.folder / "predictions"
+        pred = pred or run.folder / "predictions"
         truth = self.raw_folder(run.regime, truth=True)
         # Prediction values of the vessel region from the dataset.json nnU-Net predicted with
         # (regions_class_order decides them); reference values and scales from the truth dataset.

@@ -38,12 +38,16 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 ENV_VAR = "NNUNET_AUX_OUTCOME"
 #: Per-epoch phase times, written into the fold folder.
 TIMING_FILE = "outcome_timing.json"
-SCHEDULE_KEYS = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch")
+SCHEDULE_KEYS = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch", "save_every")
+#: Learning curves: ``"snapshots": [iterations, ...]`` saves ``snapshot_<iterations>.pth`` at the end of the
+#: epoch that completes that many training iterations, and records it in :data:`SNAPSHOTS_FILE`.
+SNAPSHOTS_FILE = "snapshots.json"
 #: Trainers of nnunet_aux that get an ``_outcome`` variant (those that import).
 AUX_TRAINERS = ("nnUNetTrainerScaleAux", "nnUNetTrainerScaleContrastive", "nnUNetTrainerScaleContrastiveLite",
                 "nnUNetTrainerScaleContrastiveHard", "nnUNetTrainerSkeletonRecall", "nnUNetTrainerSoftClDice",
                 "nnUNetTrainerSkeletonRecallSoftClDice", "nnUNetTrainerScaleContrastiveSkeletonRecall",
-                "nnUNetTrainerSkeletonRecallDS", "nnUNetTrainerCbDice", "nnUNetTrainerScaleContrastiveCbDice")
+                "nnUNetTrainerSkeletonRecallDS", "nnUNetTrainerCbDice", "nnUNetTrainerScaleContrastiveCbDice",
+                "nnUNetTrainerScaleContrastiveLiteSkeletonRecall")
 
 
 def read_settings() -> dict:
@@ -52,9 +56,10 @@ def read_settings() -> dict:
     if not text:
         return {}
     settings = json.loads(text)
-    unknown = set(settings) - set(SCHEDULE_KEYS) - {"seed"}
+    unknown = set(settings) - set(SCHEDULE_KEYS) - {"seed", "snapshots"}
     if unknown:
-        raise ValueError(f"{ENV_VAR} has unknown keys {sorted(unknown)}; allowed: {SCHEDULE_KEYS} and 'seed'")
+        raise ValueError(f"{ENV_VAR} has unknown keys {sorted(unknown)}; allowed: {SCHEDULE_KEYS}, 'seed' "
+                         "and 'snapshots'")
     return settings
 
 
@@ -95,6 +100,34 @@ class OutcomeMixin:
     def on_validation_epoch_end(self, val_outputs):
         super().on_validation_epoch_end(val_outputs)
         self._record_epoch(self._train_seconds, time.perf_counter() - self._phase_start)
+
+    def on_epoch_end(self):
+        iterations = (self.current_epoch + 1) * self.num_iterations_per_epoch
+        if iterations in set(self.outcome_settings.get("snapshots", ())):
+            self._save_snapshot(iterations)
+        super().on_epoch_end()
+
+    def _save_snapshot(self, iterations: int) -> None:
+        """``snapshot_<iterations>.pth`` (nnU-Net's own checkpoint format, so ``nnUNetv2_predict -chk`` reads it)
+        and its cumulative training-phase seconds in :data:`SNAPSHOTS_FILE`."""
+        name = f"snapshot_{iterations:07d}.pth"
+        self.save_checkpoint(os.path.join(self.output_folder, name))
+        if self.local_rank != 0:
+            return
+        with open(os.path.join(self.output_folder, TIMING_FILE), encoding="utf-8") as f:
+            epochs = json.load(f)["epochs"]
+        done = [epochs[str(e)] for e in range(self.current_epoch + 1)]  # epochs redone after --c are overwritten
+        path = os.path.join(self.output_folder, SNAPSHOTS_FILE)
+        snapshots = {}
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                snapshots = json.load(f)
+        snapshots[str(iterations)] = {"epoch": self.current_epoch, "checkpoint": name,
+                                      "train_seconds": sum(e["train_s"] for e in done),
+                                      "train_cpu_seconds": sum(e.get("train_cpu_s", 0.0) for e in done)}
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(snapshots, f, indent=1)
+        os.replace(path + ".tmp", path)
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         """nnU-Net's final validation without test-time mirroring, as the benchmark's test predictions.

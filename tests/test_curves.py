@@ -1,0 +1,131 @@
+"""The learning-curve study (issue #23): snapshot schedule, interpolation at equal wall time, plateau
+criterion, paired differences, tables and figure from per-run JSON alone; and one tiny real run
+(snapshots through nnU-Net, prediction of every snapshot, the per-run JSON, resumption)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+report = pytest.importorskip("curves_report")
+curves = pytest.importorskip("curves")
+
+
+def test_snapshot_schedule_and_budgets():
+    assert curves.snapshot_iterations(1600, 25) == (50, 100, 200, 300, 400, 600, 800, 1000, 1200, 1400, 1600)
+    assert curves.snapshot_iterations(8, 2) == (2, 4, 6, 8)
+    # stock keeps its budget; a trainer 3.4 x as expensive per step gets 1600 / 3.4 x 1.15 -> whole epochs
+    assert curves.trainer_iterations("nnUNetTrainer", 1600, 25, {"X": 3.4}, 1.15) == 1600
+    assert curves.trainer_iterations("X", 1600, 25, {"X": 3.4}, 1.15) == 550  # 541.2 -> 22 epochs of 25
+    assert curves.trainer_iterations("Unknown", 1600, 25, {}, 1.0) == 1600
+
+
+def make_run(trainer, seed, times, values, regime="demo", cases=("a", "b")):
+    """A run JSON: metric values per snapshot (same for every metric but recall_small = value / 2)."""
+    return {"trainer": trainer, "seed": seed, "regime": regime, "plan": {}, "commit": "x",
+            "snapshots": [{"iterations": 10 * (i + 1), "train_seconds": t,
+                           "cases": {c: {"dice": v + 0.01 * j, "cldice": v, "hd95": 1.0, "recall_small": v / 2,
+                                         "recall_medium": v, "recall_large": v} for j, c in enumerate(cases)}}
+                          for i, (t, v) in enumerate(zip(times, values))]}
+
+
+def test_interpolation_at_equal_wall_time():
+    run = make_run("T", 0, [60.0, 120.0, 240.0], [0.2, 0.5, 0.8])
+    times, values = report.run_values(run, "cldice", ["a", "b"])
+    assert report.interpolate(times, values, 90.0).tolist() == pytest.approx([0.35, 0.35])
+    assert report.interpolate(times, values, 240.0).tolist() == pytest.approx([0.8, 0.8])
+    assert np.isnan(report.interpolate(times, values, 30.0)).all()  # never extrapolated
+    assert np.isnan(report.interpolate(times, values, 300.0)).all()
+
+
+def synthetic_study():
+    """Stock plateaus at 0.8 from 300 s; 'Fast' reaches 0.9 but each step costs more; 2 seeds."""
+    runs = []
+    for seed, noise in ((0, 0.0), (1, 0.004)):
+        runs.append(make_run("nnUNetTrainer", seed, [60, 150, 300, 450, 600, 750, 900],
+                             [0.4, 0.7, 0.795 + noise, 0.8, 0.8, 0.8 + noise, 0.8]))
+        runs.append(make_run("nnUNetTrainerFast", seed, [100, 250, 500, 750, 1000],
+                             [0.3, 0.6, 0.85 + noise, 0.9, 0.9]))
+    return runs
+
+
+def test_plateau_criterion_and_time():
+    runs = report.by_trainer(synthetic_study())
+    p = report.plateau(runs["nnUNetTrainer"], "cldice", ["a", "b"], 0.01)
+    # last third of 60..900 s: snapshots at 600, 750 and 900 s: means 0.8, 0.802, 0.8
+    assert p["snapshots_in_last_third"] == 3 and p["met"]
+    assert p["value"] == pytest.approx((0.8 + 0.802 + 0.8) / 3)
+    assert p["spread"] == pytest.approx(0.002)
+    # the mean curve first comes within 0.01 of 0.8007 between 150 s (0.7) and 300 s (0.797)
+    assert 150 < p["time_s"] <= 300
+    q = report.plateau(runs["nnUNetTrainer"], "cldice", ["a", "b"], 0.001)
+    assert not q["met"]
+
+
+def test_paired_difference_at_stock_time():
+    runs = report.by_trainer(synthetic_study())
+    at = 300.0  # Fast, seed 0: between 250 s (0.6) and 500 s (0.85): 0.65; stock 0.795 -> -0.145
+    d = report.paired_at(runs["nnUNetTrainerFast"], runs["nnUNetTrainer"], "cldice", ["a", "b"], at)
+    seed1 = (0.6 + 0.2 * (0.854 - 0.6)) - 0.799
+    assert d["mean"] == pytest.approx(((0.65 - 0.795) + seed1) / 2)
+    assert d["low"] <= d["mean"] <= d["high"] and d["n_seeds"] == 2 and d["n_cases"] == 2
+
+
+def test_tables_and_figure_from_json_alone(tmp_path):
+    for run in synthetic_study():
+        folder = tmp_path / "curves" / run["regime"]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{run['trainer']}__seed{run['seed']}.json").write_text(json.dumps(run))
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"before\n{report.MARKERS[0]}\nold\n{report.MARKERS[1]}\nafter\n")
+    assert report.main(["--results", str(tmp_path / "curves"), "-o", str(tmp_path)]) == 0
+    text = (tmp_path / "curves.md").read_text()
+    assert "Plateau criterion" in text and "**met**" in text
+    assert "| stock nnU-Net | 70 |" in text and "| Fast | 50 |" in text
+    assert "Δ Dice at plateau / at end" in text
+    png = (tmp_path / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000
+    assert report.update_block(doc, "new table") and doc.read_text() == (
+        f"before\n{report.MARKERS[0]}\nnew table\n{report.MARKERS[1]}\nafter\n")
+    assert report.main(["--results", str(tmp_path / "empty")]) == 2
+
+
+@pytest.mark.slow
+def test_curves_quick_run_snapshots_resumes_and_reports(tmp_path):
+    """A tiny real study: 2 trainers, snapshots through nnU-Net, every snapshot predicted and scored."""
+    workdir, results = tmp_path / "work", tmp_path / "results"
+    command = [sys.executable, str(BENCHMARKS / "curves.py"), "--quick", "--workdir", str(workdir),
+               "--results", str(results), "--iterations", "6", "--iterations-per-epoch", "2", "--n-test", "2",
+               "--step-ratio", "nnUNetTrainerScaleContrastiveLite=1.5", "--margin", "1.0"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=1500)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    stock = json.loads((results / "demo" / "nnUNetTrainer__seed0.json").read_text())
+    lite = json.loads((results / "demo" / "nnUNetTrainerScaleContrastiveLite__seed0.json").read_text())
+    assert [s["iterations"] for s in stock["snapshots"]] == [2, 4, 6]
+    assert [s["iterations"] for s in lite["snapshots"]] == [2, 4]  # 6 / 1.5 iterations: fewer, same wall time
+    seconds = [s["train_seconds"] for s in stock["snapshots"]]
+    assert seconds == sorted(seconds) and seconds[0] > 0
+    for snapshot in stock["snapshots"]:
+        assert len(snapshot["cases"]) == 2
+        for values in snapshot["cases"].values():
+            assert 0 <= values["dice"] <= 1 and "recall_small" in values and "cldice" in values
+    assert stock["plan"]["patch_size"] == list(curves.CURVE_REGIMES["demo"].patch_size) and stock["commit"]
+
+    # resumption: a deleted result is rebuilt from the kept snapshots, nothing is retrained
+    fold = next((workdir / "demo" / "runs" / "seed0" / "curve" / "nnUNetTrainer").rglob("fold_0"))
+    mtime = (fold / "checkpoint_final.pth").stat().st_mtime
+    (results / "demo" / "nnUNetTrainer__seed0.json").unlink()
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert (fold / "checkpoint_final.pth").stat().st_mtime == mtime
+    assert json.loads((results / "demo" / "nnUNetTrainer__seed0.json").read_text())["snapshots"] == stock["snapshots"]
+
+    assert report.main(["--results", str(results), "-o", str(tmp_path)]) == 0
+    assert (tmp_path / "curves.png").is_file() and "Regime demo" in (tmp_path / "curves.md").read_text()
