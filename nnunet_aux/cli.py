@@ -7,7 +7,11 @@ table :data:`COMMANDS` names the module and a one-line help of every command. A 
 that is not installed is left out.
 
 Errors in the user's input (:class:`nnunet_aux.errors.InputError`) end with a one-line
-message on stderr and exit code 2; other exceptions are bugs and keep their traceback.
+message on stderr and exit code 2, as do files that cannot be read or written (an
+:class:`OSError` naming its file: no permission, a full disk); Ctrl-C ends with one line and
+exit code 130. Warnings about legal input that is surely not what was meant
+(:class:`nnunet_aux.errors.InputWarning`) are one ``warning:`` line each. Other exceptions
+are bugs and keep their traceback.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import importlib
 import importlib.util
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -135,15 +140,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help(sys.stderr)
         return 2
-    try:
-        code = func(args)
-    except InputError as e:
-        print(f"nnunet_aux {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"nnunet_aux {args.command}: interrupted", file=sys.stderr)
-        return 130
+    prefix = f"nnunet_aux {args.command}"
+    with warnings.catch_warnings():
+        _print_input_warnings(prefix)
+        try:
+            code = func(args)
+        except InputError as e:
+            print(f"{prefix}: error: {_one_line(e)}", file=sys.stderr)
+            return 2
+        except OSError as e:
+            # A file the command cannot read or write (permission, full disk, a file-size limit):
+            # the environment, not a bug; the message names the file.
+            print(f"{prefix}: error: {_os_error_line(e)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"{prefix}: interrupted", file=sys.stderr)
+            return 130
     return 0 if code is None else int(code)
+
+
+def _one_line(error: BaseException) -> str:
+    """The message of ``error`` on one line."""
+    return " ".join(str(error).split("\n")).strip()
+
+
+def _os_error_line(error: OSError) -> str:
+    where = f" {error.filename}" if error.filename is not None else ""
+    other = f" -> {error.filename2}" if getattr(error, "filename2", None) is not None else ""
+    return f"cannot access{where}{other}: {error.strerror or error}"
+
+
+def _print_input_warnings(prefix: str) -> None:
+    """Show :class:`~nnunet_aux.errors.InputWarning` as one ``PREFIX: warning: ...`` line each, every time."""
+    from .errors import InputWarning
+
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, InputWarning):
+            print(f"{prefix}: warning: {_one_line(message)}", file=sys.stderr)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    warnings.simplefilter("always", InputWarning)
+    warnings.showwarning = show
 
 
 if __name__ == "__main__":

@@ -35,13 +35,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .errors import InputError
-from .validation import check_n_scales
+from .validation import check_label_value, check_n_scales
 
 #: Key of ``dataset.json`` that names the scale labels of the decomposed structure.
 SCALES_KEY = "scales"
@@ -125,14 +124,98 @@ class ScaleSpec:
 
 
 def _label_values(value: Any, name: str, source: str) -> tuple[int, ...]:
+    """The value(s) of one entry of ``labels``, each checked by :func:`~nnunet_aux.validation.check_label_value`."""
     values = value if isinstance(value, (list, tuple)) else (value,)
-    try:
-        out = tuple(int(v) for v in values)
-    except (TypeError, ValueError):
-        raise InputError(f"{source}: label {name!r} has a non-integer value {value!r}") from None
-    if any(o != v for o, v in zip(out, values)):
-        raise InputError(f"{source}: label {name!r} has a non-integer value {value!r}")
-    return out
+    if not values:
+        raise InputError(f"{source}: label {name!r} has no value")
+    return tuple(check_label_value(v, f"{source}: label {name!r}" + (f" (in {list(values)})" if len(values) > 1
+                                                                       else "")) for v in values)
+
+
+def check_dataset_json(content: Any, source: str = "dataset.json", *,
+                       required: Sequence[str] = ("labels",)) -> dict:
+    """Check what a dataset.json says before anything uses it: the one validator of the package.
+
+    Every command that reads an nnU-Net dataset.json (conversions, ``map-labels``,
+    ``upgrade``, ``evaluate``, the scale trainers through :func:`read_scale_spec`) checks it
+    here, so a malformed entry gets the same one-line message whichever door it comes in by.
+
+    Parameters
+    ----------
+    content : any
+        The loaded JSON.
+    source : str, optional
+        The file, for messages.
+    required : sequence of str, optional
+        Keys that must be present.
+
+    Returns
+    -------
+    dataset_json : dict
+        ``content`` itself.
+
+    Raises
+    ------
+    InputError
+        Naming the file and the field: not a JSON object; ``labels`` not an object, a label
+        value that is not an integer from 0 to :data:`~nnunet_aux.validation.MAX_LABEL_VALUE`
+        (negative values would wrap in a lookup table, ``1.7`` would be read as 1), two
+        labels with one value; ``numTraining`` not a non-negative integer; ``file_ending``
+        not a string starting with a dot; ``channel_names`` not a non-empty object;
+        ``regions_class_order`` not a list of label values.
+
+    Examples
+    --------
+    >>> check_dataset_json({"labels": {"background": 0, "vessel": 1}, "numTraining": "six"})
+    Traceback (most recent call last):
+    ...
+    nnunet_aux.errors.InputError: dataset.json: numTraining must be a non-negative integer (the number of training cases), got 'six'
+    """
+    if not isinstance(content, Mapping):
+        raise InputError(f"{source}: expected a JSON object (an nnU-Net dataset.json with 'labels', "
+                         f"'channel_names', ...), got a JSON {_json_kind(content)}")
+    for key in required:
+        if key not in content:
+            raise InputError(f"{source} has no {key!r} entry")
+    if "labels" in content:
+        labels = content["labels"]
+        if not isinstance(labels, Mapping) or not labels:
+            raise InputError(f"{source}: 'labels' must be an object of label names and values, e.g. "
+                             f"{{\"background\": 0, \"vessel\": 1}}, got {labels!r}")
+        owners: dict[int, str] = {}
+        for name, value in labels.items():
+            values = _label_values(value, name, source)
+            if isinstance(value, (list, tuple)):
+                continue  # regions share values by design
+            if values[0] in owners:
+                raise InputError(f"{source}: labels {owners[values[0]]!r} and {name!r} share the value {values[0]}")
+            owners[values[0]] = name
+    if "numTraining" in content:
+        n = content["numTraining"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise InputError(f"{source}: numTraining must be a non-negative integer (the number of training "
+                             f"cases), got {n!r}")
+    if "file_ending" in content:
+        ending = content["file_ending"]
+        if not isinstance(ending, str) or not ending.startswith(".") or len(ending) < 2 or "/" in ending:
+            raise InputError(f"{source}: file_ending must be a file ending starting with a dot, e.g. \".nii.gz\", "
+                             f"got {ending!r}")
+    for key in ("channel_names", "modality"):
+        if key in content and (not isinstance(content[key], Mapping) or not content[key]):
+            raise InputError(f"{source}: {key} must be an object of channel numbers and names, e.g. "
+                             f"{{\"0\": \"CT\"}}, got {content[key]!r}")
+    order = content.get("regions_class_order")
+    if order is not None:
+        if not isinstance(order, (list, tuple)):
+            raise InputError(f"{source}: regions_class_order must be a list of label values, got {order!r}")
+        for v in order:
+            check_label_value(v, f"{source}: regions_class_order {list(order)}: entry")
+    return content  # type: ignore[return-value]
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "list", str: "string", bool: "boolean", int: "number", float: "number",
+            type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def foreground_regions(labels: Mapping[str, Any], source: str = "dataset.json") -> dict[str, tuple[int, ...]]:
@@ -204,10 +287,9 @@ def check_regions_class_order(dataset_json: Mapping[str, Any], source: str = "da
     order = dataset_json.get("regions_class_order")
     if order is None:
         return
-    try:
-        order = [int(v) for v in order]
-    except (TypeError, ValueError):
-        raise InputError(f"{source}: regions_class_order must be a list of integers, got {order!r}") from None
+    if not isinstance(order, (list, tuple)):
+        raise InputError(f"{source}: regions_class_order must be a list of label values, got {order!r}")
+    order = [check_label_value(v, f"{source}: regions_class_order {list(order)}: entry") for v in order]
     if len(order) != len(regions):
         raise InputError(f"{source}: regions_class_order {order} needs one value per region "
                          f"({', '.join(regions)})")
@@ -246,9 +328,9 @@ def upgrade_dataset_json(dataset_json: Mapping[str, Any], source: str = "dataset
     >>> new["regions_class_order"], changed
     ([1, 4], True)
     """
-    out = dict(dataset_json)
-    if "labels" not in out or not isinstance(out["labels"], Mapping):
+    if isinstance(dataset_json, Mapping) and not isinstance(dataset_json.get("labels", {}), Mapping):
         raise InputError(f"{source} has no 'labels' object; it is not an nnU-Net dataset.json")
+    out = dict(check_dataset_json(dataset_json, source))
     if out.get("regions_class_order") is None:
         return out, False
     try:
@@ -384,10 +466,9 @@ def read_scale_spec(dataset_json: Mapping[str, Any], source: str = "dataset.json
     >>> spec.regions
     {'vessel': (1, 2, 3), 'tumour': (4,)}
     """
-    if not isinstance(dataset_json, Mapping):
-        raise InputError(f"{source}: expected a JSON object, got {type(dataset_json).__name__}")
-    if "labels" not in dataset_json or not isinstance(dataset_json["labels"], Mapping):
+    if isinstance(dataset_json, Mapping) and not isinstance(dataset_json.get("labels", {}), Mapping):
         raise InputError(f"{source} has no 'labels' object; it is not an nnU-Net dataset.json")
+    check_dataset_json(dataset_json, source)
     structure, scale_labels, names = _read_scales_entry(dataset_json, source)
     labels = dataset_json["labels"]
     regions, ignore_label = _read_regions(labels, scale_labels, structure, source)
@@ -535,13 +616,16 @@ def multiclass_dataset_json(scale_dataset_json: Mapping[str, Any], source: str =
     return out
 
 
-def load_dataset_json(path: str | os.PathLike) -> dict:
+def load_dataset_json(path: str | os.PathLike, check: bool = True) -> dict:
     """Load a dataset.json (or the one inside a dataset folder) with a clear error.
 
     Parameters
     ----------
     path : path-like
         The file, or a folder holding ``dataset.json``.
+    check : bool, optional
+        Check it with :func:`check_dataset_json` (labels, numTraining, file_ending, ...).
+        Without, only that it is a JSON object (a report, MSD's own dataset.json).
 
     Returns
     -------
@@ -551,12 +635,19 @@ def load_dataset_json(path: str | os.PathLike) -> dict:
     if path.is_dir():
         path = path / "dataset.json"
     if not path.is_file():
-        raise InputError(f"missing file {path}")
+        raise InputError(f"missing file {path}" if not path.exists() else f"{path} is not a file")
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            content = json.load(f)
     except json.JSONDecodeError as e:
         raise InputError(f"{path} is not valid JSON: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    if check:
+        return check_dataset_json(content, str(path), required=())
+    if not isinstance(content, Mapping):
+        raise InputError(f"{path}: expected a JSON object, got a JSON {_json_kind(content)}")
+    return content
 
 
 def write_dataset_json(dataset_json: Mapping[str, Any], path: str | os.PathLike) -> Path:
@@ -600,17 +691,13 @@ def _json_default(obj: Any) -> Any:
 def write_json_atomic(content: Any, path: str | os.PathLike, *, allow_nan: bool = True) -> Path:
     """Write JSON to ``path`` through a temporary file in the same folder and a rename.
 
-    ``allow_nan=False`` refuses NaN and infinity (standard JSON) instead of writing them.
+    A kill or a failed write (full disk, file-size limit) leaves the old file or none,
+    never a half-written one. A new file gets the mode the umask gives (0644 under umask
+    022), a replaced one keeps its mode. ``allow_nan=False`` refuses NaN and infinity
+    (standard JSON) instead of writing them. A file that cannot be written raises
+    :class:`~nnunet_aux.errors.InputError` naming it.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(content, f, indent=4, sort_keys=False, default=_json_default, allow_nan=allow_nan)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    from .conversion.files import write_text_atomic
+
+    text = json.dumps(content, indent=4, sort_keys=False, default=_json_default, allow_nan=allow_nan) + "\n"
+    return write_text_atomic(path, text)

@@ -9,12 +9,17 @@ prints as one line.
 from __future__ import annotations
 
 import math
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any, Sequence
 
 import numpy as np
 
 from .errors import InputError
+
+#: Largest label value anywhere (dataset.json labels, label files, number of scales): nnU-Net
+#: stores segmentations as int16 at most, so larger values cannot be trained on; the bound
+#: also keeps lookup tables over label values small.
+MAX_LABEL_VALUE = 32767
 
 #: Voxel sizes (mm) the package is checked to work with; beyond them products of
 #: coordinates overflow or underflow (1e300 mm gives IndexError, 1e-300 mm LinAlgError).
@@ -80,19 +85,78 @@ def check_spacing(spacing: Sequence[float] | float | None, ndim: int = 3) -> tup
 
 
 def check_n_scales(n_scales: int) -> int:
-    """The number of scales as an int of at least 2.
+    """The number of scales as an int from 2 to :data:`MAX_LABEL_VALUE`.
+
+    Scales are label values ``1..n_scales``; more than 255 are stored as uint16.
 
     Examples
     --------
     >>> check_n_scales(3.0)
     3
     """
-    message = f"n_scales (the number of scales) must be an integer of at least 2, got {n_scales!r}"
+    message = (f"n_scales (the number of scales) must be an integer of at least 2 and at most {MAX_LABEL_VALUE} "
+               f"(scales are label values), got {n_scales!r}")
     if isinstance(n_scales, bool) or not isinstance(n_scales, Real):
         raise InputError(message)
-    if not math.isfinite(n_scales) or int(n_scales) != n_scales or n_scales < 2:
+    if not math.isfinite(n_scales) or int(n_scales) != n_scales or not 2 <= n_scales <= MAX_LABEL_VALUE:
         raise InputError(message)
     return int(n_scales)
+
+
+def label_dtype(max_value: int) -> np.dtype:
+    """The smallest unsigned dtype holding label values up to ``max_value`` (uint8 or uint16).
+
+    Examples
+    --------
+    >>> label_dtype(255), label_dtype(300)
+    (dtype('uint8'), dtype('uint16'))
+    """
+    if not 0 <= int(max_value) <= MAX_LABEL_VALUE:
+        raise InputError(f"label values must be integers from 0 to {MAX_LABEL_VALUE}, got {max_value}")
+    return np.dtype(np.uint8 if max_value <= 255 else np.uint16)
+
+
+def check_label_value(value: Any, what: str) -> int:
+    """A label value: an integer (a whole float is accepted) from 0 to :data:`MAX_LABEL_VALUE`.
+
+    Parameters
+    ----------
+    value : any
+        The value as found (e.g. in a dataset.json).
+    what : str
+        What it is, for the message (``"dataset.json: label 'tumour'"``).
+
+    Returns
+    -------
+    value : int
+
+    Examples
+    --------
+    >>> check_label_value(2.0, "label 'tumour'")
+    2
+    >>> check_label_value(1.7, "label 'vessel'")
+    Traceback (most recent call last):
+    ...
+    nnunet_aux.errors.InputError: label 'vessel' is 1.7; label values must be integers from 0 to 32767
+    """
+    ok = (isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+          and int(value) == value and 0 <= value <= MAX_LABEL_VALUE)
+    if not ok:
+        raise InputError(f"{what} is {value!r}; label values must be integers from 0 to {MAX_LABEL_VALUE}")
+    return int(value)
+
+
+def check_seed(seed: Any, what: str = "seed") -> int:
+    """A random seed: a non-negative integer (what numpy's generators take).
+
+    Examples
+    --------
+    >>> check_seed(7)
+    7
+    """
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
+        raise InputError(f"{what} must be a non-negative integer, got {seed!r}")
+    return int(seed)
 
 
 def check_thresholds(thresholds: Sequence[float], n_scales: int, what: str = "thresholds") -> np.ndarray:

@@ -176,7 +176,8 @@ def test_map_labels_gives_back_the_msd_values(msd_dataset, tmp_path, capsys):
         sitk.WriteImage(out, str(pred_dir / ref_file.name))
     code, err = cli(capsys, "map-labels", "-d", 508, "-i", pred_dir, "-o", out_dir)
     assert code == 0, err
-    for f in sorted(out_dir.iterdir()):
+    assert (out_dir / ".nnunet_aux_map_labels.json").is_file()  # marks them as mapped (issue 24, case 6)
+    for f in sorted(out_dir.glob("*.nii.gz")):
         mapped = sitk.ReadImage(str(f))
         source = sitk.ReadImage(str(msd_dataset["task"] / "labelsTr" / f.name.replace("_0000", "")))
         np.testing.assert_array_equal(sitk.GetArrayFromImage(mapped), sitk.GetArrayFromImage(source))

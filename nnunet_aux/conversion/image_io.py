@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import shutil
@@ -9,6 +10,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -68,13 +70,22 @@ def check_file_ending(path: Path | str) -> str:
 
 
 def check_complete(path: Path | str) -> None:
-    """Stop when an image file is truncated or corrupt, before anything uses it.
+    """Stop when an image file is truncated, corrupt or lies in its header, before anything reads it.
 
-    SimpleITK reads a ``.nii.gz`` whose gzip stream ends early without complaint and fills
-    the missing voxels with zeros (a label map silently loses structures). So every gzip
-    stream is decompressed to its end-of-stream marker (its CRC checked), and an
-    uncompressed NIfTI file must be as long as its header says. Cost: one decompression,
-    about 0.3 s for a 100 MB volume.
+    The one check every file passes before SimpleITK (or nnU-Net's readers) read it:
+
+    * every gzip stream is decompressed to its end-of-stream marker (its CRC checked):
+      SimpleITK reads a ``.nii.gz`` whose stream ends early without complaint and fills
+      the missing voxels with zeros;
+    * a NIfTI file (``.nii`` or ``.nii.gz``) must hold as many voxel bytes as its header
+      promises: a short payload would be zero-filled, a header claiming 1000 x 1000 x 500
+      voxels over a small payload would make the reader allocate them first;
+    * a NIfTI voxel size (``pixdim``) of an axis with more than one voxel must be a finite
+      non-zero number: ITK reads 0 as 1.0 mm (negative sizes are legal and read as their
+      absolute value with the axis's direction flipped, see :func:`read_geometry`);
+    * a NIfTI file of floating-point voxels must hold no NaN or infinity.
+
+    Cost: one decompression, about 0.3 s for a 100 MB volume.
 
     Parameters
     ----------
@@ -84,7 +95,7 @@ def check_complete(path: Path | str) -> None:
     Raises
     ------
     InputError
-        Naming the file: missing, truncated or corrupt.
+        Naming the file and what is wrong.
 
     Examples
     --------
@@ -105,70 +116,199 @@ def check_complete(path: Path | str) -> None:
     try:
         if name.endswith(".gz"):
             with gzip.open(path, "rb") as f:
-                while f.read(1 << 24):
-                    pass
+                _check_stream(f, path, nifti=name.endswith(".nii.gz"))
         elif name.endswith(".nii"):
-            _check_nifti_length(path)
+            with open(path, "rb") as f:
+                _check_stream(f, path, nifti=True)
     except (EOFError, OSError, zlib.error) as e:
         raise InputError(f"{path} is truncated or corrupt ({e})") from None
 
 
-def _check_nifti_length(path: Path) -> None:
-    with open(path, "rb") as f:
-        header = f.read(544)
-    size = path.stat().st_size
-    if len(header) < 348:
-        raise EOFError(f"{size} bytes, shorter than a NIfTI header")
+#: NIfTI datatype codes of floating-point voxels -> numpy dtype (without byte order).
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}
+
+
+@dataclass(frozen=True)
+class _NiftiHeader:
+    dims: tuple[int, ...]
+    pixdim: tuple[float, ...]
+    datatype: int
+    bitpix: int
+    offset: int
+    order: str
+
+    @property
+    def payload_bytes(self) -> int:
+        n = 1
+        for d in self.dims:
+            n *= max(d, 1)
+        return n * self.bitpix // 8
+
+
+def _nifti_header(header: bytes) -> _NiftiHeader | None:
+    """The fields of a NIfTI-1 or NIfTI-2 header that size and space the voxels; None if not NIfTI."""
     for order in ("<", ">"):
-        if struct.unpack(order + "i", header[:4])[0] == 348:  # NIfTI-1
+        if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348:  # NIfTI-1
             dims = struct.unpack(order + "8h", header[40:56])
-            bitpix = struct.unpack(order + "h", header[72:74])[0]
-            offset = int(struct.unpack(order + "f", header[108:112])[0])
+            datatype, bitpix = struct.unpack(order + "2h", header[70:74])
+            pixdim = struct.unpack(order + "8f", header[76:108])
+            offset = struct.unpack(order + "f", header[108:112])[0]
             break
-        if struct.unpack(order + "i", header[:4])[0] == 540 and len(header) >= 540:  # NIfTI-2
+        if len(header) >= 540 and struct.unpack(order + "i", header[:4])[0] == 540:  # NIfTI-2
+            datatype, bitpix = struct.unpack(order + "2h", header[12:16])
             dims = struct.unpack(order + "8q", header[16:80])
-            bitpix = struct.unpack(order + "h", header[14:16])[0]
-            offset = int(struct.unpack(order + "q", header[168:176])[0])
+            pixdim = struct.unpack(order + "8d", header[104:168])
+            offset = struct.unpack(order + "q", header[168:176])[0]
             break
     else:
-        return  # not a NIfTI header SimpleITK would read either; leave the error to it
+        return None
     n_dims = max(0, min(int(dims[0]), 7))
-    expected = offset + int(np.prod([max(int(d), 1) for d in dims[1:n_dims + 1]], dtype=np.int64)) * bitpix // 8
-    if size < expected:
-        raise EOFError(f"the header promises {expected} bytes, the file has {size}")
+    offset = int(offset) if np.isfinite(offset) else 0
+    return _NiftiHeader(tuple(int(d) for d in dims[1:n_dims + 1]), tuple(float(p) for p in pixdim[1:n_dims + 1]),
+                        int(datatype), int(bitpix), max(offset, 348), order)
+
+
+def _check_stream(f, path: Path, nifti: bool) -> None:
+    """Read ``f`` to its end; for a NIfTI file check the header against the payload."""
+    chunk = 1 << 24
+    head = f.read(544) if nifti else b""
+    header = _nifti_header(head) if nifti else None
+    if nifti and header is None and len(head) < 348:
+        raise EOFError(f"{len(head)} bytes, shorter than a NIfTI header")
+    if header is None:
+        while f.read(chunk):
+            pass
+        return
+    for axis, (size, spacing) in enumerate(zip(header.dims[:3], header.pixdim[:3])):
+        if size > 1 and (spacing == 0 or not np.isfinite(spacing)):
+            raise InputError(f"{path}: the header gives axis {axis} ({'xyz'[axis]}) a voxel size of {spacing:g} mm "
+                             f"(NIfTI pixdim[{axis + 1}]); a voxel size must be a finite non-zero number")
+    expected = header.offset + header.payload_bytes
+    float_type = _NIFTI_FLOATS.get(header.datatype)
+    finite = _FiniteCheck(np.dtype(header.order + float_type)) if float_type else None
+    seen = len(head)
+    if finite is not None:
+        finite.feed(head[header.offset:expected])
+    while True:
+        data = f.read(chunk)
+        if not data:
+            break
+        if finite is not None:
+            finite.feed(data[max(header.offset - seen, 0):max(expected - seen, 0)])
+        seen += len(data)
+    if seen < expected:
+        shape = " x ".join(str(d) for d in header.dims)
+        raise EOFError(f"the header promises {expected} bytes ({shape} voxels of {header.bitpix} bits), "
+                       f"the {'data hold' if path.name.lower().endswith('.gz') else 'file has'} {seen}")
+    if finite is not None and not finite.ok:
+        raise InputError(f"{path} holds NaN or infinite voxel values")
+
+
+class _FiniteCheck:
+    """Whether a byte stream of floats, fed in pieces of any length, holds only finite values."""
+
+    def __init__(self, dtype: np.dtype):
+        self.dtype, self.pending, self.ok = dtype, b"", True
+
+    def feed(self, data: bytes) -> None:
+        if not self.ok or not data:
+            return
+        data = self.pending + data
+        usable = len(data) - len(data) % self.dtype.itemsize
+        self.ok = bool(np.isfinite(np.frombuffer(data[:usable], dtype=self.dtype)).all())
+        self.pending = data[usable:]
+
+
+@contextlib.contextmanager
+def quiet_itk() -> Iterator[None]:
+    """No ITK warnings on stderr inside the block (e.g. "unexpected scales in sform"): the checks
+    here say what matters in one line, and a command's error output stays one line."""
+    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
+
+
+def positive_spacing(spacing: Sequence[float], direction: Sequence[float]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Spacing and direction with every voxel size positive: a negative size flips its axis instead.
+
+    ITK's full read of a NIfTI with a negative ``pixdim`` gives the positive size and a
+    flipped direction column, its header-only read the negative size; reading spacing one
+    way makes two identical headers agree.
+
+    Examples
+    --------
+    >>> positive_spacing((-0.8, 0.8, 1.5), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    ((0.8, 0.8, 1.5), (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    """
+    spacing = [float(v) for v in spacing]
+    n = len(spacing)
+    matrix = np.asarray(direction, dtype=np.float64).reshape(n, n) if len(direction) == n * n else None
+    for axis, value in enumerate(spacing):
+        if value < 0:
+            spacing[axis] = -value
+            if matrix is not None:
+                matrix[:, axis] = -matrix[:, axis]
+    flat = tuple(direction) if matrix is None else tuple(float(v) + 0.0 for v in matrix.ravel())
+    return tuple(spacing), tuple(float(v) for v in flat)
+
+
+def _check_spacing_read(path: Path, spacing: Sequence[float]) -> None:
+    if not all(np.isfinite(spacing)) or any(v == 0 for v in spacing):
+        raise InputError(f"{path}: voxel size {tuple(spacing)} mm; every voxel size must be a finite non-zero number")
 
 
 def read_geometry(path: Path | str, ndim: int | None = 3) -> Geometry:
     """Geometry of an image file, read from its header (the file is checked to be complete).
 
     ``ndim``: the dimension the file must have (None: any); conversion reads volumes,
-    evaluation any segmentation nnU-Net writes.
+    evaluation any segmentation nnU-Net writes. The file must hold one value per voxel
+    (no vector images); voxel sizes come out positive (see :func:`positive_spacing`).
     """
     path = Path(path)
     check_complete(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
+        with quiet_itk():
+            reader.ReadImageInformation()
     except RuntimeError as e:
         lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
         raise InputError(f"cannot read {path}: {lines[-1] if lines else 'unreadable'}") from None
     if ndim is not None and reader.GetDimension() != ndim:
         raise InputError(f"{path}: expected a {ndim}D volume, got {reader.GetDimension()}D")
-    return Geometry(tuple(int(s) for s in reader.GetSize()), tuple(float(s) for s in reader.GetSpacing()),
-                    tuple(float(o) for o in reader.GetOrigin()), tuple(float(d) for d in reader.GetDirection()))
+    if reader.GetNumberOfComponents() != 1:
+        raise InputError(f"{path}: expected one value per voxel, got {reader.GetNumberOfComponents()} components "
+                         f"(a vector or RGB image); nnU-Net wants one file per channel")
+    _check_spacing_read(path, reader.GetSpacing())
+    spacing, direction = positive_spacing(reader.GetSpacing(), reader.GetDirection())
+    return Geometry(tuple(int(s) for s in reader.GetSize()), spacing,
+                    tuple(float(o) for o in reader.GetOrigin()), direction)
 
 
-def read_image(path: Path | str) -> sitk.Image:
-    """Read a 3D image file, with a clear error naming the file (truncated files included)."""
+def read_image(path: Path | str, finite: bool = True) -> sitk.Image:
+    """Read a 3D single-channel image file, with a clear error naming the file.
+
+    Truncated files, vector images and (with ``finite``) NaN or infinite voxel values
+    are refused.
+    """
     path = Path(path)
     check_complete(path)
     try:
-        image = sitk.ReadImage(str(path))
+        with quiet_itk():
+            image = sitk.ReadImage(str(path))
     except RuntimeError as e:
         raise InputError(f"cannot read {path}: {str(e).strip().splitlines()[-1]}") from None
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"{path}: expected a single-channel 3D volume")
+        raise InputError(f"{path}: expected a single-channel 3D volume, got {image.GetDimension()}D with "
+                         f"{image.GetNumberOfComponentsPerPixel()} component(s) per voxel")
+    _check_spacing_read(path, image.GetSpacing())
+    if finite:
+        array = sitk.GetArrayViewFromImage(image)
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise InputError(f"{path} holds NaN or infinite voxel values")
     return image
 
 
@@ -225,16 +365,78 @@ def check_same_grid(image: Geometry, label: Geometry, image_file: Path | str, la
 
 
 def write_array(array: np.ndarray, geometry: Geometry, path: Path | str) -> None:
-    """Write an array ``(z, y, x)`` with the given geometry (compressed where the format allows)."""
+    """Write an array ``(z, y, x)`` with the given geometry (compressed where the format allows).
+
+    Atomic and checked as :func:`write_image`.
+    """
     if tuple(array.shape) != geometry.shape:
         raise ValueError(f"array shape {array.shape} does not fit geometry shape {geometry.shape}")
     image = geometry.apply(sitk.GetImageFromArray(array))
-    sitk.WriteImage(image, str(path), useCompression=True)
+    write_image(image, path)
+
+
+def file_ending(path: Path | str) -> str:
+    """The ending of an image file name, two parts for ``.nii.gz`` (``.png`` etc. otherwise)."""
+    name = Path(path).name
+    return ".nii.gz" if name.lower().endswith(".nii.gz") else Path(name).suffix
+
+
+def write_checked(path: Path | str, write: Callable[[str], None]) -> None:
+    """Write an image file with ``write(temporary name)``, check it, then rename it into place.
+
+    SimpleITK (and zlib under it) ignore failed writes: a full disk or a file-size limit
+    leaves a truncated file and no error. The temporary file is therefore read back with
+    :func:`check_complete` (gzip stream to its end, NIfTI payload length) before the rename;
+    a failure leaves no file (an existing one unchanged) and raises
+    :class:`~nnunet_aux.errors.InputError` naming the file. Messages the C libraries print
+    on stderr meanwhile are dropped. The file gets the umask's mode.
+    """
+    from .files import atomic_write
+
+    path = Path(path)
+
+    def verify(tmp: str) -> None:
+        try:
+            check_complete(tmp)
+        except InputError as e:
+            detail = str(e).split("(", 1)[1].rstrip(")") if "(" in str(e) else str(e)
+            raise InputError(f"cannot write {path}: the file came out incomplete ({detail}); is the disk full "
+                             f"or a file-size limit set?") from None
+
+    def quiet_write(tmp: str) -> None:
+        with _stderr_dropped(), quiet_itk():
+            write(tmp)
+
+    atomic_write(path, quiet_write, verify=verify, suffix=file_ending(path))
+
+
+@contextlib.contextmanager
+def _stderr_dropped() -> Iterator[None]:
+    """File descriptor 2 goes to /dev/null inside the block (C libraries' messages, e.g. NIfTI's
+    "** ERROR: NWAD: wrote only ..."), so the command's one error line is all the user sees."""
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def write_image(image: sitk.Image, path: Path | str) -> None:
-    """Write a SimpleITK image (compressed where the format allows)."""
-    sitk.WriteImage(image, str(path), useCompression=True)
+    """Write a SimpleITK image (compressed where the format allows), atomically and checked.
+
+    See :func:`write_checked`.
+    """
+    write_checked(path, lambda tmp: sitk.WriteImage(image, tmp, useCompression=True))
 
 
 def link_or_copy(source: Path | str, target: Path | str, check: bool = True) -> None:
@@ -251,4 +453,9 @@ def link_or_copy(source: Path | str, target: Path | str, check: bool = True) -> 
     try:
         os.link(source, target)
     except OSError:
-        shutil.copy2(source, target)
+        try:
+            shutil.copy2(source, target)
+        except OSError as e:
+            from .files import os_error_message
+
+            raise InputError(os_error_message(e, target)) from None

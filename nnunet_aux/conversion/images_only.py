@@ -28,10 +28,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..dataset_format import load_dataset_json, write_dataset_json, write_json_atomic
-from ..errors import InputError
-from .image_io import SITK_FILE_ENDINGS, check_complete, link_or_copy, read_image
+from ..errors import InputError, warn
+from .files import dataset_id_lock
+from .image_io import SITK_FILE_ENDINGS, check_complete, link_or_copy, read_image, write_image
 from .parallel import run_parallel
-from .paths import (_NAME, check_not_source_id, check_target_free, raw_root as _raw_root, resolve_source,
+from .paths import (_NAME, check_ending_matches, check_not_source_id, check_target_free, raw_root as _raw_root, resolve_source,
                     source_short_name, split_dataset_name, target_name)
 from .staging import staged_folder
 
@@ -84,12 +85,13 @@ def _group_folder(folder: Path, ending: str | None) -> tuple[list[ImageCase], st
 def _dataset_cases(folder: Path, include_test: bool) -> tuple[list[ImageCase], dict, str]:
     """Cases (imagesTr, and imagesTs if asked) of an nnU-Net raw dataset, its channel names and file ending."""
     dataset_json = load_dataset_json(folder)
+    source = folder / "dataset.json"
     ending = dataset_json.get("file_ending")
     channels = dataset_json.get("channel_names", dataset_json.get("modality"))
     if not ending or not channels:
-        raise InputError(f"{folder / 'dataset.json'} lacks 'file_ending' or 'channel_names'")
+        raise InputError(f"{source} lacks 'file_ending' or 'channel_names'")
     if ending not in SITK_FILE_ENDINGS:
-        raise InputError(f"{folder}: file ending {ending} is not supported here (supported: "
+        raise InputError(f"{source}: file_ending {ending!r} is not supported here (supported: "
                          f"{', '.join(SITK_FILE_ENDINGS)})")
     if "dataset" in dataset_json:  # explicit file lists (nnU-Net's alternative to imagesTr)
         from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
@@ -98,6 +100,8 @@ def _dataset_cases(folder: Path, include_test: bool) -> tuple[list[ImageCase], d
         cases = [ImageCase(k, tuple(v["images"]), str(folder)) for k, v in listed.items()]
     elif (folder / "imagesTr").is_dir():
         cases, _ = _group_folder(folder / "imagesTr", ending)
+        if not cases:
+            check_ending_matches(folder / "imagesTr", ending, source)
     else:
         raise InputError(f"missing folder {folder / 'imagesTr'}")
     if include_test and (folder / "imagesTs").is_dir():
@@ -120,16 +124,21 @@ def _resolve(source, raw_root) -> tuple[Path, bool]:
     raise InputError(f"source {text!r} is neither a folder nor an nnU-Net dataset ID or name")
 
 
-def _write_label(job: tuple[ImageCase, str, float | None]) -> None:
+def _write_label(job: tuple[ImageCase, str, float | None]) -> int:
+    """Write the dummy label of a case (every channel read and checked: no NaN, one value per voxel);
+    returns its number of label voxels."""
     case, label_file, threshold = job
     image = read_image(case.files[0])
+    for other in case.files[1:]:
+        read_image(other)
     if threshold is None:
         array = np.ones(sitk.GetArrayViewFromImage(image).shape, dtype=np.uint8)
     else:
         array = (sitk.GetArrayViewFromImage(image) > threshold).astype(np.uint8)
     label = sitk.GetImageFromArray(array)
     label.CopyInformation(image)
-    sitk.WriteImage(label, label_file, useCompression=True)
+    write_image(label, label_file)
+    return int(np.count_nonzero(array))
 
 
 def make_images_only_dataset(
@@ -202,16 +211,17 @@ def make_images_only_dataset(
     for folder, is_dataset in resolved:
         if is_dataset:
             check_not_source_id(name, folder, root)
-    existing = check_target_free(root, name, overwrite, sources=[f for f, _ in resolved])
-    for case in cases:  # a truncated image would be linked in unnoticed otherwise
-        for f in case.files:
-            check_complete(f)
-    with staged_folder(root, name, existing) as out:
-        _write_dataset(out, name, cases, names, ending, foreground_threshold, num_processes, progress)
-        write_json_atomic({
-            "label": _label_rule(foreground_threshold), "sources": [str(f) for f, _ in resolved],
-            "include_test": bool(include_test), "cases": {c.identifier: list(c.files) for c in cases},
-        }, out / IMAGES_ONLY_REPORT_FILENAME)
+    with dataset_id_lock(root, split_dataset_name(name)[0]):
+        existing = check_target_free(root, name, overwrite, sources=[f for f, _ in resolved])
+        for case in cases:  # a truncated image would be linked in unnoticed otherwise
+            for f in case.files:
+                check_complete(f)
+        with staged_folder(root, name, existing) as out:
+            _write_dataset(out, name, cases, names, ending, foreground_threshold, num_processes, progress)
+            write_json_atomic({
+                "label": _label_rule(foreground_threshold), "sources": [str(f) for f, _ in resolved],
+                "include_test": bool(include_test), "cases": {c.identifier: list(c.files) for c in cases},
+            }, out / IMAGES_ONLY_REPORT_FILENAME)
     return root / name
 
 
@@ -270,7 +280,15 @@ def _write_dataset(out: Path, name: str, cases: Sequence[ImageCase], names: Mapp
         for c, f in enumerate(case.files):
             link_or_copy(f, out / "imagesTr" / f"{case.identifier}_{c:04d}{ending}", check=False)
         jobs.append((case, str(out / "labelsTr" / f"{case.identifier}{ending}"), foreground_threshold))
-    run_parallel(_write_label, jobs, num_processes, desc="label maps", progress=progress)
+    counts = run_parallel(_write_label, jobs, num_processes, desc="label maps", progress=progress)
+    if foreground_threshold is not None:
+        empty = [case.identifier for case, n in zip(cases, counts) if n == 0]
+        if empty:
+            shown = ", ".join(empty[:5]) + (f" ... ({len(empty)} in all)" if len(empty) > 5 else "")
+            warn(f"--threshold / foreground_threshold {foreground_threshold:g} lies above every voxel of channel 0 "
+                 f"in {len(empty)} of {len(cases)} case(s) ({shown}): their dummy labels are empty"
+                 + ("; nnU-Net's fingerprint needs foreground voxels: pick a lower threshold"
+                    if len(empty) == len(cases) else ""))
     write_dataset_json({
         "channel_names": dict(names), "labels": dict(LABELS), "numTraining": len(cases), "file_ending": ending,
         "name": split_dataset_name(name)[1],

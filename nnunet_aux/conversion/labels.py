@@ -9,6 +9,7 @@ import numpy as np
 
 from ..dataset_format import make_scale_dataset_json
 from ..errors import InputError
+from ..validation import MAX_LABEL_VALUE, check_label_value, check_n_scales, label_dtype
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class LabelPlan:
         Whether the source has nnU-Net's ignore label (kept last).
     source_values : tuple of int
         Every value allowed in a source label map (background and ignore included).
-    lut : ndarray of uint8
+    lut : ndarray of uint8 (uint16 where more than 255 output values are needed)
         ``lut[source value]`` is the output value; 0 for the structure, whose voxels get
         their scale instead.
     regions_class_order : tuple of int
@@ -84,10 +85,11 @@ class LabelPlan:
 
         Returns
         -------
-        out : ndarray of uint8
+        out : ndarray of uint8, or uint16 where the output values need it
         """
         out = self.lut[label]
         structure = label == self.structure_value
+        scales = np.asarray(scales)
         if np.any(scales[structure] == 0) or np.any(scales[structure] > self.n_scales):
             raise ValueError("every structure voxel needs a scale in 1..S")
         out[structure] = scales[structure]
@@ -121,6 +123,9 @@ def plan_labels(source_labels: Mapping[str, Any], structure: str, n_scales: int,
     >>> plan.other_labels, plan.lut.tolist(), plan.regions_class_order
     (('Tumour',), [0, 0, 4], (1, 4))
     """
+    n_scales = check_n_scales(n_scales)
+    if not isinstance(source_labels, Mapping) or not source_labels:
+        raise InputError(f"{source}: 'labels' must be an object of label names and values, got {source_labels!r}")
     if "background" not in source_labels:
         raise InputError(f"{source}: labels have no 'background' entry")
     values: dict[str, int] = {}
@@ -130,10 +135,7 @@ def plan_labels(source_labels: Mapping[str, Any], structure: str, n_scales: int,
                 f"{source}: label {name!r} is a region {list(value)}; region-based source datasets are "
                 f"not supported (give a dataset with one value per label)"
             )
-        try:
-            values[name] = int(value)
-        except (TypeError, ValueError):
-            raise InputError(f"{source}: label {name!r} has a non-integer value {value!r}") from None
+        values[name] = check_label_value(value, f"{source}: label {name!r}")
     if values["background"] != 0:
         raise InputError(f"{source}: background must be 0, got {values['background']}")
     if structure not in values:
@@ -150,9 +152,10 @@ def plan_labels(source_labels: Mapping[str, Any], structure: str, n_scales: int,
     other_labels = tuple(n for _, n in others)
     ignore = "ignore" in values
     n_out = n_scales + len(other_labels) + (1 if ignore else 0)
-    if n_out > 255:
-        raise InputError(f"{n_out} output labels do not fit in uint8")
-    lut = np.zeros(max(values.values()) + 1, dtype=np.uint8)
+    if n_out > MAX_LABEL_VALUE:
+        raise InputError(f"{n_scales} scales and {n_out - n_scales} other labels make {n_out} output label values, "
+                         f"more than nnU-Net's {MAX_LABEL_VALUE}")
+    lut = np.zeros(max(values.values()) + 1, dtype=label_dtype(n_out))
     for i, (v, _) in enumerate(others):
         lut[v] = n_scales + 1 + i
     if ignore:

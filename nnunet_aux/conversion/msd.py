@@ -102,7 +102,7 @@ def convert_msd_hepaticvessel(
     folder = Path(source)
     if not folder.is_dir():
         raise InputError(f"MSD task folder {folder} not found")
-    dataset_json = load_dataset_json(folder)
+    dataset_json = load_dataset_json(folder, check=False)  # MSD's own format (labels by value)
     source_json = str(folder / "dataset.json")
     if "labels" not in dataset_json:
         raise InputError(f"{source_json} has no 'labels' entry")

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from ..dataset_format import REPORT_FILENAME, load_dataset_json, multiclass_dataset_json, write_dataset_json
+from .files import dataset_id_lock
 from .image_io import link_or_copy
 from .paths import (check_not_source_id, check_target_free, raw_root as _raw_root, resolve_source, source_short_name,
                     split_dataset_name, target_name)
@@ -62,17 +63,18 @@ def make_multiclass_dataset(
     name = target_name(target, f"{source_short_name(folder)}_multiclass")
     root = _raw_root(raw_root)
     check_not_source_id(name, folder, root)
-    existing = check_target_free(root, name, overwrite, sources=[folder])
     dataset_json["name"] = split_dataset_name(name)[1]
-    with staged_folder(root, name, existing) as out:
-        for sub in _FOLDERS:
-            if not (folder / sub).is_dir():
-                continue
-            (out / sub).mkdir()
-            for f in sorted((folder / sub).iterdir()):
-                if f.is_file() and not f.name.startswith("."):
-                    link_or_copy(f, out / sub / f.name)
-        if (folder / REPORT_FILENAME).is_file():
-            link_or_copy(folder / REPORT_FILENAME, out / REPORT_FILENAME)
-        write_dataset_json(dataset_json, out)
+    with dataset_id_lock(root, split_dataset_name(name)[0]):
+        existing = check_target_free(root, name, overwrite, sources=[folder])
+        with staged_folder(root, name, existing) as out:
+            for sub in _FOLDERS:
+                if not (folder / sub).is_dir():
+                    continue
+                (out / sub).mkdir()
+                for f in sorted((folder / sub).iterdir()):
+                    if f.is_file() and not f.name.startswith("."):
+                        link_or_copy(f, out / sub / f.name)
+            if (folder / REPORT_FILENAME).is_file():
+                link_or_copy(folder / REPORT_FILENAME, out / REPORT_FILENAME, check=False)
+            write_dataset_json(dataset_json, out)
     return root / name

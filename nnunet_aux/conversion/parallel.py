@@ -1,12 +1,40 @@
-"""Work on many cases at once: one process pool for every conversion."""
+"""Work on many cases at once: one process pool for every conversion and the evaluation.
+
+Ctrl-C goes to the whole process group, workers included. The workers are started with
+SIGINT ignored, so only this process sees it (as :class:`KeyboardInterrupt`): it stops the
+workers, waits for them and lets the exception go on (the command then removes its
+staging folder, prints one line and exits 130). No worker prints a traceback, and no
+worker outlives the command.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
-from typing import Any, Callable, Sequence
+import signal
+import threading
+from typing import Any, Callable, Iterator, Sequence
 
 from tqdm import tqdm
+
+
+@contextlib.contextmanager
+def _interrupts_ignored_by_children() -> Iterator[None]:
+    """SIGINT ignored while worker processes start, so that they inherit "ignore" from birth
+    (a Python started with SIGINT ignored keeps it so); this process's handler comes back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ignore_interrupts() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_parallel(function: Callable[[Any], Any], items: Sequence[Any], num_processes: int = 1,
@@ -14,7 +42,8 @@ def run_parallel(function: Callable[[Any], Any], items: Sequence[Any], num_proce
     """``[function(item) for item in items]`` in spawned worker processes, with a progress bar.
 
     ``function`` must be picklable (a module-level function or a ``functools.partial``
-    of one). With ``num_processes <= 1`` (or a single item) everything runs here.
+    of one). With ``num_processes <= 1`` (or a single item) everything runs here. An
+    exception in a worker (or Ctrl-C here) stops the other workers and is raised here.
 
     Examples
     --------
@@ -27,12 +56,18 @@ def run_parallel(function: Callable[[Any], Any], items: Sequence[Any], num_proce
     # spawn: safe with threads (SimpleITK, torch) and the same on every platform.
     context = multiprocessing.get_context("spawn")
     results: list = [None] * len(items)
-    with context.Pool(min(num_processes, len(items))) as pool:
+    with _interrupts_ignored_by_children():
+        pool = context.Pool(min(num_processes, len(items)), initializer=_ignore_interrupts)
+    try:
         indexed = pool.imap_unordered(functools.partial(_indexed_call, function), enumerate(items))
         for index, value in tqdm(indexed, total=len(items), desc=desc, disable=not progress):
             results[index] = value
-        pool.close()  # let workers exit cleanly: terminate() (the with block's exit) leaks their semaphores
+        pool.close()  # let workers exit cleanly: terminate() leaks the semaphores of a busy worker
         pool.join()
+    except BaseException:
+        pool.terminate()
+        pool.join()
+        raise
     return results
 
 

@@ -20,13 +20,23 @@ def raw_root(raw_root: str | os.PathLike | None = None) -> Path:
     >>> raw_root("/data/raw").as_posix()
     '/data/raw'
     """
+    setting = "--raw-root / raw_root"
     if raw_root is None:
         raw_root = os.environ.get("nnUNet_raw")
+        setting = "$nnUNet_raw"
         if not raw_root:
             raise InputError(
                 "no raw data folder: set the nnUNet_raw environment variable or pass raw_root"
             )
-    return Path(raw_root)
+    path = Path(raw_root)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"the raw data folder {path} ({setting}) is a file, not a folder")
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"the raw data folder {path} ({setting}) lies under {parent}, which is a file")
+            break
+    return path
 
 
 def dataset_name(dataset_id: int | str, name: str) -> str:
@@ -189,3 +199,18 @@ def check_target_free(root: Path, name: str, overwrite: bool,
                 f"nnU-Net would refuse the ID. Remove it or pick another ID"
             )
     return existing
+
+
+def check_ending_matches(folder: Path, ending: str, source: str | os.PathLike) -> None:
+    """Stop when ``file_ending`` of dataset.json ``source`` matches no file of ``folder`` but others are there.
+
+    A wrong ``file_ending`` otherwise shows up as "0 training cases found", which names
+    neither the field nor the fix.
+    """
+    if not folder.is_dir():
+        return
+    names = [p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    if names and not any(n.endswith(ending) for n in names):
+        endings = sorted({"." + n.split(".", 1)[1] if "." in n else "(none)" for n in names})
+        raise InputError(f"{source}: file_ending {ending!r} matches no file in {folder} (its files end in "
+                         f"{', '.join(endings[:5])}); set file_ending to the ending of the images")

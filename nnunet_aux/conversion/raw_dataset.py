@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..dataset_format import load_dataset_json
+from ..dataset_format import check_dataset_json, load_dataset_json
 from ..errors import InputError
-from .image_io import check_file_ending, check_same_grid, read_geometry, read_label_map
+from .image_io import SITK_FILE_ENDINGS, check_same_grid, read_geometry, read_label_map
 from .labels import plan_labels
 from .paths import raw_root as _raw_root
-from .paths import check_not_source_id, resolve_source, source_short_name, target_name
+from .paths import check_ending_matches, check_not_source_id, resolve_source, source_short_name, target_name
 from .writer import CaseJob, DecompositionSettings, LoadedCase, write_scale_dataset
 
 
@@ -47,11 +47,11 @@ def raw_dataset_jobs(folder: Path, dataset_json: dict) -> list[CaseJob]:
     Every expected file is checked to exist; ``numTraining`` must match what is found.
     """
     source = folder / "dataset.json"
-    for key in ("labels", "file_ending"):
-        if key not in dataset_json:
-            raise InputError(f"{source} has no {key!r} entry")
+    check_dataset_json(dataset_json, str(source), required=("labels", "file_ending"))
     ending = dataset_json["file_ending"]
-    check_file_ending(f"x{ending}")
+    if ending not in SITK_FILE_ENDINGS:
+        raise InputError(f"{source}: file_ending {ending!r} is not one this conversion reads "
+                         f"({', '.join(SITK_FILE_ENDINGS)})")
     channels = dataset_json.get("channel_names", dataset_json.get("modality"))
     if not channels:
         raise InputError(f"{source} has no 'channel_names' entry")
@@ -69,7 +69,7 @@ def raw_dataset_jobs(folder: Path, dataset_json: dict) -> list[CaseJob]:
     if (folder / "imagesTs").is_dir():
         jobs += _folder_jobs(folder, "Ts", ending, n_channels, labels_required=False)
     n_train = sum(j.split == "Tr" for j in jobs)
-    if "numTraining" in dataset_json and int(dataset_json["numTraining"]) != n_train:
+    if "numTraining" in dataset_json and dataset_json["numTraining"] != n_train:
         raise InputError(f"{source} says numTraining = {dataset_json['numTraining']}, but {n_train} training "
                          f"cases were found in {folder / 'imagesTr'}")
     return jobs
@@ -79,6 +79,7 @@ def _folder_jobs(folder: Path, split: str, ending: str, n_channels: int, labels_
     images_dir, labels_dir = folder / f"images{split}", folder / f"labels{split}"
     if not images_dir.is_dir():
         raise InputError(f"missing folder {images_dir}")
+    check_ending_matches(images_dir, ending, folder / "dataset.json")
     case_ids = sorted({
         f.name[: -len(ending) - 5] for f in images_dir.iterdir()
         if f.name.endswith(ending) and not _is_hidden(f.name) and f.name[-len(ending) - 5] == "_"
@@ -172,8 +173,8 @@ def decompose_dataset(
     """
     folder = resolve_source(source, raw_root)
     dataset_json = load_dataset_json(folder)
-    plan = plan_labels(dataset_json["labels"] if "labels" in dataset_json else {}, structure,
-                       settings.n_scales, str(folder / "dataset.json"))
+    check_dataset_json(dataset_json, str(folder / "dataset.json"), required=("labels", "file_ending"))
+    plan = plan_labels(dataset_json["labels"], structure, settings.n_scales, str(folder / "dataset.json"))
     jobs = raw_dataset_jobs(folder, dataset_json)
     name = target_name(target, f"{source_short_name(folder)}_scales")
     check_not_source_id(name, folder, _raw_root(raw_root))

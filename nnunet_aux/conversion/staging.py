@@ -6,6 +6,7 @@ same raw folder (so the final rename is atomic) through :func:`staged_folder`, w
 
 * removes the staging folder on any exception, Ctrl-C and SIGTERM (turned into an
   exception while the folder exists);
+* gives the folder the mode the umask gives a new folder (``tempfile`` alone makes it 0700);
 * records the writing process (``.nnunet_aux_owner``: PID and host) in the folder, so a
   later conversion of the same target removes what a killed one (SIGKILL, power loss)
   left behind, when that process is gone.
@@ -19,10 +20,12 @@ import signal
 import socket
 import shutil
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import Iterator, Sequence
+
+from ..errors import InputError
+from .files import make_folder, make_temp_folder, os_error_message
 
 #: File inside a staging folder naming the process that writes it: ``"<pid> <host>"``.
 OWNER_FILE = ".nnunet_aux_owner"
@@ -120,16 +123,22 @@ def staged_folder(root: str | os.PathLike, name: str, existing: Sequence[Path] =
     ...     sorted(p.name for p in Path(raw).iterdir()), sorted(p.name for p in (Path(raw) / "Dataset001_X").iterdir())
     (['Dataset001_X'], ['dataset.json'])
     """
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    root = make_folder(root)
     remove_stale_partials(root, name)
-    out = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=root))
+    # The folder gets the umask's mode (mkdtemp alone makes it 0700, and the rename keeps it).
+    out = make_temp_folder(root, f".{name}.", ".partial")
     try:
         with _sigterm_raises():
-            (out / OWNER_FILE).write_text(f"{os.getpid()} {socket.gethostname()}\n", encoding="utf-8")
+            try:
+                (out / OWNER_FILE).write_text(f"{os.getpid()} {socket.gethostname()}\n", encoding="utf-8")
+            except OSError as e:
+                raise InputError(os_error_message(e, out / OWNER_FILE)) from None
             yield out
             (out / OWNER_FILE).unlink()
             move_into_place(out, root / name, existing)
+    except OSError as e:
+        shutil.rmtree(out, ignore_errors=True)
+        raise InputError(os_error_message(e)) from None
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
@@ -140,7 +149,7 @@ def move_into_place(new: Path, target: Path, existing: Sequence[Path]) -> None:
     trash = []
     try:
         for folder in existing:
-            aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+            aside = make_temp_folder(folder.parent, f".{folder.name}.", ".old")
             os.rename(folder, aside / folder.name)
             trash.append((aside, folder))
         os.rename(new, target)

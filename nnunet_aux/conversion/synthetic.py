@@ -12,7 +12,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
-from ..validation import check_spacing
+from ..validation import check_seed, check_spacing
 from .image_io import Geometry
 from .labels import plan_labels
 from .paths import dataset_name
@@ -158,6 +158,7 @@ def write_synthetic_dataset(
     if min(shape) < MIN_SHAPE:
         raise InputError(f"shape must be at least {MIN_SHAPE} voxels along each axis, got {list(shape)}")
     spacing = check_spacing(spacing)
+    seed = check_seed(seed)
     # Independent, reproducible seeds per case; test cases never repeat a training case.
     seeds = np.random.SeedSequence(seed).generate_state(n_train + n_test).tolist()
     jobs = [

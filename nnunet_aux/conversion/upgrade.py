@@ -15,11 +15,13 @@ Predictions written before the upgrade keep the old values; predict (or run
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from pathlib import Path
 
 from ..dataset_format import load_dataset_json, upgrade_dataset_json, write_dataset_json
 from ..errors import InputError
+from .files import atomic_write
 from .paths import resolve_source
 
 
@@ -53,6 +55,11 @@ def upgrade_dataset(dataset: int | str | os.PathLike, raw_root: str | os.PathLik
     changed : list of Path
         The dataset.json files rewritten (or to be rewritten); empty when up to date.
 
+    Every copy is read and checked before any is written; a broken copy (invalid JSON, a
+    malformed entry), a copy that cannot be written or a failed write stops the upgrade
+    with every file as it was (files already rewritten are put back). Each rewritten file
+    keeps its mode.
+
     Examples
     --------
     >>> upgrade_dataset(508)  # doctest: +SKIP
@@ -60,18 +67,35 @@ def upgrade_dataset(dataset: int | str | os.PathLike, raw_root: str | os.PathLik
     """
     folder = resolve_source(dataset, raw_root)
     name = folder.resolve().name
-    changed = []
+    # Read and upgrade every copy before writing any: a broken copy stops the upgrade with
+    # every file as it was.
+    planned = []
     for path in [folder / "dataset.json", *_copies(name)]:
-        content = load_dataset_json(path)
-        new, needed = upgrade_dataset_json(content, str(path))
+        try:
+            original = path.read_bytes()
+        except OSError as e:
+            raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+        new, needed = upgrade_dataset_json(load_dataset_json(path), str(path))
         if needed:
-            if not dry_run:
-                try:
-                    write_dataset_json(new, path)
-                except OSError as e:
-                    raise InputError(f"cannot write {path}: {e.strerror or e}") from None
-            changed.append(path)
-    return changed
+            planned.append((path, new, original))
+    if dry_run or not planned:
+        return [path for path, _, _ in planned]
+    for path, _, _ in planned:
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise InputError(f"cannot write {path}: no permission to write into {path.parent}; nothing was changed")
+    done: list[tuple[Path, bytes]] = []
+    try:
+        for path, new, original in planned:
+            write_dataset_json(new, path)
+            done.append((path, original))
+    except BaseException as e:
+        for path, original in reversed(done):  # put back what was already rewritten
+            with contextlib.suppress(InputError):
+                atomic_write(path, lambda tmp, data=original: Path(tmp).write_bytes(data))
+        if isinstance(e, InputError):
+            raise InputError(f"{e}; nothing was changed") from None
+        raise
+    return [path for path, _, _ in planned]
 
 
 def run(args: argparse.Namespace) -> int:

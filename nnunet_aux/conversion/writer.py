@@ -23,11 +23,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..dataset_format import REPORT_FILENAME, scale_names, write_dataset_json, write_json_atomic
-from ..errors import InputError
+from ..errors import InputError, warn
 from ..validation import check_n_scales, check_quantile_levels, check_thresholds
 from .image_io import Geometry, link_or_copy, write_array, write_image
 from .labels import LabelPlan
 from .parallel import run_parallel
+from .files import dataset_id_lock
 from .paths import check_target_free, raw_root, split_dataset_name
 from .staging import staged_folder
 
@@ -293,7 +294,20 @@ def write_scale_dataset(
     jobs = list(jobs)
     n_train = _check_jobs(jobs, plan, settings)
     root = raw_root(raw_root_folder)
-    existing = check_target_free(root, name, overwrite, sources=sources)
+    # One conversion per dataset ID at a time: two started together to one ID would each
+    # find the ID free and leave two DatasetXXX_* folders.
+    with dataset_id_lock(root, split_dataset_name(name)[0]):
+        existing = check_target_free(root, name, overwrite, sources=sources)
+        _write_staged(jobs, plan, name, root, existing, n_train, settings, num_processes, progress, channel_names,
+                      file_ending, description, report)
+    return root / name
+
+
+def _write_staged(jobs: list[CaseJob], plan: LabelPlan, name: str, root: Path, existing: list[Path], n_train: int,
+                  settings: DecompositionSettings, num_processes: int, progress: bool,
+                  channel_names: Mapping[str, str] | None, file_ending: str, description: str | None,
+                  report: Mapping[str, Any] | None) -> None:
+    """The conversion proper, once the target ID is locked and free."""
     # A hidden sibling on the same file system, so that the final rename is atomic and
     # nnU-Net (which looks for "DatasetXXX_*") never sees a half-written dataset.
     with staged_folder(root, name, existing) as out:
@@ -310,6 +324,7 @@ def write_scale_dataset(
         if settings.thresholds == "dataset":
             dataset_thresholds = _assign_dataset_scales(jobs, rows, out, plan, settings, name, file_ending,
                                                         num_processes, progress)
+        _warn_if_structure_missing(jobs, rows, plan, name)
         shutil.rmtree(out / ".work")
         labels_ts = out / "labelsTs"
         if labels_ts.is_dir() and not any(labels_ts.iterdir()):
@@ -331,7 +346,15 @@ def write_scale_dataset(
             "training_cases": {job.case_id: row for job, row in zip(jobs, rows) if job.split == "Tr"},
             "test_cases": {job.case_id: row for job, row in zip(jobs, rows) if job.split == "Ts"},
         }, out / REPORT_FILENAME)
-    return root / name
+
+
+def _warn_if_structure_missing(jobs: list[CaseJob], rows: list[dict], plan: LabelPlan, name: str) -> None:
+    """Warn (:class:`~nnunet_aux.errors.InputWarning`) when no training case has a voxel of the
+    structure: every scale label is empty, surely not what was meant (a wrong ``--vessel-label``?)."""
+    total = sum(sum(row.get("n_voxels_per_scale", {}).values()) for job, row in zip(jobs, rows) if job.split == "Tr")
+    if total == 0:
+        warn(f"{name}: no training case has a {plan.structure!r} voxel (value {plan.structure_value} in the source "
+             f"labels), so every scale label is empty; is {plan.structure!r} the label to decompose?")
 
 
 def _check_jobs(jobs: list[CaseJob], plan: LabelPlan, settings: DecompositionSettings) -> int:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import csv as csv_format  # the name csv is evaluate_folders' flag
 import json
-import multiprocessing
 import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from tqdm import tqdm
-
-from ..errors import InputError
+from ..conversion.files import atomic_write, check_outputs_apart, make_folder, write_text_atomic
+from ..conversion.parallel import run_parallel
+from ..errors import InputError, warn
 from .aggregate import summarize
 from .io import check_same_geometry, find_cases, match_cases, read_segmentation
 from .labels import LabelSpec, labels_from_dataset_json
@@ -86,13 +85,17 @@ def evaluate_case(ref_file: str, pred_file: str, labels: Sequence[LabelSpec]) ->
     result : dict
         ``case`` files, ``spacing`` (array order) and ``metrics``: per label name the
         :func:`~nnunet_aux.evaluation.metrics.vessel_metrics` dict, plus ``scales`` (from
-        :func:`~nnunet_aux.evaluation.per_scale.scale_metrics`) for labels with scales.
+        :func:`~nnunet_aux.evaluation.per_scale.scale_metrics`) for labels with scales;
+        ``undeclared_reference_values`` when the reference holds values no label has
+        (they count as background).
     """
     ref, spacing = read_segmentation(ref_file)
     pred, _ = read_segmentation(pred_file)
     if ref.shape != pred.shape:
         raise InputError(f"{ref_file} and {pred_file}: shape {ref.shape} vs {pred.shape}")
     metrics = {}
+    declared = {0}.union(*(spec.reference_values for spec in labels))
+    undeclared = sorted(set(np.unique(ref).tolist()) - declared)
     for spec in labels:
         ref_mask = np.isin(ref, spec.reference_values)
         pred_mask = np.isin(pred, spec.prediction_values)
@@ -100,7 +103,10 @@ def evaluate_case(ref_file: str, pred_file: str, labels: Sequence[LabelSpec]) ->
         if spec.scales:
             label_metrics["scales"] = scale_metrics(pred_mask, ref, spec.scales, spacing=spacing)
         metrics[spec.name] = label_metrics
-    return {"reference_file": ref_file, "prediction_file": pred_file, "spacing": list(spacing), "metrics": metrics}
+    result = {"reference_file": ref_file, "prediction_file": pred_file, "spacing": list(spacing), "metrics": metrics}
+    if undeclared:
+        result["undeclared_reference_values"] = [int(v) for v in undeclared]
+    return result
 
 
 def _evaluate_case_star(arguments: tuple[str, str, Sequence[LabelSpec]]) -> dict[str, Any]:
@@ -215,9 +221,16 @@ def evaluate_folders(
         if not os.path.isdir(folder):
             raise InputError(f"missing {what} folder {folder}")
     specs, label_source = _label_specs(labels, dataset_json, ref_dir, pred_dir)
-    if output_json is not None:
-        _check_writable(os.fspath(output_json))
     ref_cases, pred_cases = find_cases(ref_dir), find_cases(pred_dir)
+    if output_json is not None:
+        output_json = os.fspath(output_json)
+        outputs = [(output_json, "the summary (-o)")]
+        if csv:
+            outputs.append((os.path.splitext(output_json)[0] + ".csv", "the CSV beside the summary (-o)"))
+        inputs = ([(f, "reference") for f in ref_cases.values()] + [(f, "prediction") for f in pred_cases.values()]
+                  + ([(label_source, "dataset.json")] if os.path.isfile(label_source) else []))
+        check_outputs_apart(outputs, inputs)
+        _check_writable(output_json)
     names = match_cases(ref_cases, pred_cases, ref_dir, pred_dir)
     pairs = [(ref_cases[n], pred_cases[n]) for n in names]
     check_same_geometry(pairs)
@@ -226,22 +239,11 @@ def evaluate_folders(
     if num_processes < 1:
         raise InputError(f"num_processes must be at least 1, got {num_processes}")
     tasks = [(ref_file, pred_file, specs) for ref_file, pred_file in pairs]
-    bar = tqdm(total=len(tasks), desc="evaluate", unit="case", disable=not progress)
-    if num_processes == 1 or len(tasks) == 1:
-        results = []
-        for task in tasks:
-            results.append(_evaluate_case_star(task))
-            bar.update()
-    else:
-        # spawn, as nnU-Net does: forking a process that holds torch threads can hang.
-        with multiprocessing.get_context("spawn").Pool(min(num_processes, len(tasks))) as pool:
-            results = []
-            for result in pool.imap(_evaluate_case_star, tasks):
-                results.append(result)
-                bar.update()
-            pool.close()  # let workers exit cleanly: terminate() (the with block's exit) leaks their semaphores
-            pool.join()
-    bar.close()
+    # spawn, as nnU-Net does (forking a process that holds torch threads can hang); Ctrl-C
+    # stops the workers without tracebacks (see nnunet_aux.conversion.parallel).
+    results = run_parallel(_evaluate_case_star, tasks, num_processes, desc="evaluate", progress=progress)
+    undeclared = {name: result.pop("undeclared_reference_values") for name, result in zip(names, results)
+                  if "undeclared_reference_values" in result}
     per_case = [{"case": name, **result} for name, result in zip(names, results)]
 
     summary = {
@@ -253,16 +255,21 @@ def evaluate_folders(
         "aggregate": aggregate_cases(per_case, specs),
         "metric_per_case": per_case,
     }
+    if undeclared:
+        summary["undeclared_reference_values"] = undeclared
+        if label_source != "labels argument":
+            values = sorted({v for found in undeclared.values() for v in found})
+            cases = list(undeclared)
+            shown = ", ".join(cases[:5]) + (f" ... ({len(cases)} in all)" if len(cases) > 5 else "")
+            warn(f"reference value(s) {values} in {len(cases)} case(s) ({shown}) are not declared in {label_source}: "
+                 f"they count as background and no label scores them; is this the dataset.json of these references?")
     if output_json is not None:
-        output_json = os.fspath(output_json)
-        try:
-            os.makedirs(os.path.dirname(os.path.abspath(output_json)), exist_ok=True)
-            with open(output_json, "w", encoding="utf-8") as f:
-                json.dump(summary, f, indent=2, allow_nan=False)
-            if csv:
-                write_csv(os.path.splitext(output_json)[0] + ".csv", per_case, specs)
-        except OSError as e:
-            raise InputError(f"cannot write {e.filename or output_json}: {e.strerror or e}") from None
+        text = json.dumps(summary, indent=2, allow_nan=False)
+        make_folder(os.path.dirname(os.path.abspath(output_json)))
+        if csv:  # the CSV first: the summary, written last, says the evaluation is complete
+            csv_path = os.path.splitext(output_json)[0] + ".csv"
+            atomic_write(csv_path, lambda tmp: write_csv(tmp, per_case, specs))
+        write_text_atomic(output_json, text)
     return summary
 
 

@@ -12,7 +12,7 @@ from scipy.spatial import cKDTree
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..validation import check_n_scales, check_spacing, check_thresholds
+from ..validation import check_n_scales, check_spacing, check_thresholds, label_dtype
 from ._voxel_graph import adjacency_edges, connected_groups
 from .branches import split_branches
 from .cross_section import cross_section_radii
@@ -63,7 +63,7 @@ class ScaleDecomposition:
 
     Attributes
     ----------
-    labels : ndarray of uint8
+    labels : ndarray of uint8 (uint16 for more than 255 scales)
         Scale of each voxel: 0 background, ``1..n_scales`` smallest to largest.
     radius_mm : ndarray of float32
         Radius of the branch each vessel voxel belongs to, 0 outside vessels.
@@ -292,7 +292,7 @@ def decompose_vessels(
     n_voxels = np.bincount(voxel_branch, minlength=n_branches)
     unscaled = tuple(Branch(id=i + 1, n_voxels=int(n_voxels[i]), length_mm=float(branch_length[i]),
                             radius_mm=float(branch_radius[i]), scale=0) for i in range(n_branches))
-    result = ScaleDecomposition(labels=np.zeros(shape, dtype=np.uint8), radius_mm=radius_mm, branch_ids=branch_ids,
+    result = ScaleDecomposition(labels=np.zeros(shape, dtype=label_dtype(n_scales)), radius_mm=radius_mm, branch_ids=branch_ids,
                                 thresholds_mm=thresholds_mm, branches=unscaled, n_scales=n_scales, spacing=spacing)
     return _with_scales(result, thresholds_mm, vessel=flat)
 
@@ -340,11 +340,12 @@ def _with_scales(result: ScaleDecomposition, thresholds_mm: Sequence[float],
     n_scales = thresholds.size + 1
     thresholds = check_thresholds(thresholds, n_scales)
     branch_scale = scale_of_radius(result.branch_radii_mm, thresholds)
-    lookup = np.concatenate([[0], branch_scale]).astype(np.uint8)
+    dtype = label_dtype(n_scales)  # uint8; uint16 beyond 255 scales, which would wrap in uint8
+    lookup = np.concatenate([[0], branch_scale]).astype(dtype)
     branch_ids = result.branch_ids.reshape(-1)
     if vessel is None:
         vessel = np.flatnonzero(branch_ids)
-    labels = _zeros_for_scattered_writes(result.branch_ids.shape, np.uint8)
+    labels = _zeros_for_scattered_writes(result.branch_ids.shape, dtype)
     labels.reshape(-1)[vessel] = lookup[branch_ids[vessel]]
     branches = tuple(dataclasses.replace(b, scale=int(s)) for b, s in zip(result.branches, branch_scale))
     return dataclasses.replace(result, labels=labels, thresholds_mm=thresholds, branches=branches, n_scales=n_scales)

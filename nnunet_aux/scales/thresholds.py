@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..validation import check_n_scales, check_quantile_levels, check_thresholds
+from ..validation import check_n_scales, check_quantile_levels, check_thresholds, label_dtype
 
 
 def default_quantiles(n_scales: int) -> tuple[float, ...]:
@@ -99,7 +99,7 @@ def scale_of_radius(radius_mm: np.ndarray | float, thresholds_mm: Sequence[float
 
     Returns
     -------
-    scale : ndarray of uint8
+    scale : ndarray of uint8 (uint16 for more than 255 scales)
         Same shape as ``radius_mm``, values in ``1..S``.
 
     Examples
@@ -109,4 +109,4 @@ def scale_of_radius(radius_mm: np.ndarray | float, thresholds_mm: Sequence[float
     """
     t = np.asarray(thresholds_mm, dtype=np.float64).ravel()
     t = check_thresholds(t, t.size + 1)
-    return (np.digitize(np.asarray(radius_mm, dtype=np.float64), t, right=False) + 1).astype(np.uint8)
+    return (np.digitize(np.asarray(radius_mm, dtype=np.float64), t, right=False) + 1).astype(label_dtype(t.size + 1))

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from ..scales import quantile_thresholds, scale_of_radius
-from ..validation import check_n_scales, check_spacing
+from ..validation import check_n_scales, check_seed, check_spacing, label_dtype
 from .image import ct_image, organ_fraction, tumour_blobs
 from .organ import Ellipsoid, random_organ_ellipsoid
 from .presets import SyntheticPreset, get_preset
@@ -184,6 +184,8 @@ def generate_case(
     spacing = check_spacing(regime.spacing if spacing is None else spacing)
     noise_hu = regime.noise_hu if noise_hu is None else noise_hu
     n_scales = check_n_scales(n_scales)
+    if seed is not None and not isinstance(seed, np.random.Generator):
+        seed = check_seed(seed)
     organ_rng, tree_rng, tumour_rng, image_rng = np.random.default_rng(seed).spawn(4)
 
     ellipsoid = random_organ_ellipsoid(shape, spacing, seed=organ_rng)
@@ -200,7 +202,7 @@ def generate_case(
     for s in segments:
         s.n_voxels = int(counts[s.id])
     thresholds = quantile_thresholds(radii[1:][counts[1:] > 0], n_scales)
-    scale = np.zeros(shape, dtype=np.uint8)
+    scale = np.zeros(shape, dtype=label_dtype(n_scales))
     scale.reshape(-1)[in_vessel] = scale_of_radius(radii, thresholds)[ids]
     radius_mm = np.zeros(shape, dtype=np.float32)
     radius_mm.reshape(-1)[in_vessel] = radii[ids]
