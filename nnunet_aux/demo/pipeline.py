@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence, TextIO
 
 import numpy as np
 
+from ..dataset_format import write_json_atomic
 from ..errors import InputError
 from .commands import CommandFailedError, nnunet_environment, nnunet_executable, run_command
 
@@ -366,8 +367,7 @@ class _Demo:
             seconds = time.perf_counter() - start
             if name != "report":  # the report is always redrawn, with the final timings
                 self.state["finished"][name] = round(seconds, 1)
-                with open(self.workdir / STATE_FILE, "w", encoding="utf-8") as f:
-                    json.dump(self.state, f, indent=2)
+                write_json_atomic(self.state, self.workdir / STATE_FILE)  # a kill leaves the old state or the new
             self.say(f"----- {title}: {seconds:.0f} s")
         assert isinstance(result, DemoResult)
         return result
