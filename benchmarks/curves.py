@@ -51,7 +51,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from outcome_pipeline import (CONFIGURATION, ENV_VAR, FOLD, PLANS_NAME, STOCK, Benchmark,  # noqa: E402
+from outcome_pipeline import (CONFIGURATION, FOLD, STOCK, Benchmark,  # noqa: E402
                               Regime, RunSpec, Settings, _read_json, _write_json)
 
 BENCHMARKS = Path(__file__).resolve().parent
@@ -66,12 +66,13 @@ CURVE_REGIMES = {
 DEFAULT_TRAINERS = ("nnUNetTrainer", "nnUNetTrainerScaleContrastive", "nnUNetTrainerScaleContrastiveLite",
                     "nnUNetTrainerSkeletonRecall", "nnUNetTrainerSoftClDice", "nnUNetTrainerCbDice",
                     "nnUNetTrainerScaleContrastiveLiteSkeletonRecall")
-#: Step time relative to stock (benchmarks/RESULTS.md; override with --step-ratio): sets each trainer's
-#: iterations so that its curve covers stock's wall time.
+#: Step time relative to stock on the 2-core CPU (benchmarks/RESULTS.md: "Light scale decoders", "Thin-structure
+#: peers"; soft-clDice at the official 10 skeleton iterations; override with --step-ratio): sets each trainer's
+#: iterations so that its curve covers stock's wall time (the margin absorbs an error of the ratio).
 STEP_RATIOS = {"nnUNetTrainerScaleAux": 3.1, "nnUNetTrainerScaleContrastive": 3.4,
-               "nnUNetTrainerScaleContrastiveLite": 1.2, "nnUNetTrainerSkeletonRecall": 1.04,
-               "nnUNetTrainerSoftClDice": 1.3, "nnUNetTrainerCbDice": 1.35,
-               "nnUNetTrainerScaleContrastiveLiteSkeletonRecall": 1.25}
+               "nnUNetTrainerScaleContrastiveLite": 1.2, "nnUNetTrainerSkeletonRecall": 1.02,
+               "nnUNetTrainerSkeletonRecallDS": 1.03, "nnUNetTrainerSoftClDice": 3.35, "nnUNetTrainerCbDice": 2.85,
+               "nnUNetTrainerScaleContrastiveLiteSkeletonRecall": 1.22}
 #: Snapshots at these fractions of each run's iterations (denser early; the last third holds three).
 SNAPSHOT_FRACTIONS = (1 / 32, 1 / 16, 1 / 8, 3 / 16, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8, 1)
 FULL = {"seeds": [0, 1, 2], "iterations": 1600, "iterations_per_epoch": 25, "val_iterations": 2, "n_train": 9,

@@ -208,12 +208,14 @@ def markdown(analysis: dict[str, Any], tolerance: float = 0.01) -> str:
                   f"{stock['recall_small']['spread']:.3f}).", ""]
         lines += ["Plateau value (mean over seeds of the last third of each trainer's own curve), and minutes of "
                   "training to first come within one point of it:", "",
-                  "| trainer | iterations | " + " | ".join(f"{name} plateau (min)" for _, name in TABLE_METRICS) + " |",
-                  "|---|---|" + "---|" * len(TABLE_METRICS)]
+                  "| trainer | iterations | training min | " + " | ".join(f"{name} plateau (min)"
+                                                                    for _, name in TABLE_METRICS) + " |",
+                  "|---|---|---|" + "---|" * len(TABLE_METRICS)]
         for trainer, row in result["trainers"].items():
             cells = [f"{row['metrics'][m]['value']:.3f} ({_minutes(row['metrics'][m]['time_s'])})"
                      for m, _ in TABLE_METRICS]
-            lines.append(f"| {_short(trainer)} | {row['iterations']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_short(trainer)} | {row['iterations']} | {_minutes(row['metrics']['dice']['end_s'])} | "
+                         + " | ".join(cells) + " |")
         lines += ["", "Paired difference against stock at equal training wall time (95 % bootstrap interval over "
                   "seeds and test cases), at stock's plateau time (per metric) and at the end of stock's budget:",
                   "", "| trainer | " + " | ".join(f"Δ {name} at plateau / at end" for _, name in TABLE_METRICS)

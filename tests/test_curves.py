@@ -88,7 +88,7 @@ def test_tables_and_figure_from_json_alone(tmp_path):
     assert report.main(["--results", str(tmp_path / "curves"), "-o", str(tmp_path)]) == 0
     text = (tmp_path / "curves.md").read_text()
     assert "Plateau criterion" in text and "**met**" in text
-    assert "| stock nnU-Net | 70 |" in text and "| Fast | 50 |" in text
+    assert "| stock nnU-Net | 70 | 15.0 |" in text and "| Fast | 50 | 16.7 |" in text  # minutes covered
     assert "Δ Dice at plateau / at end" in text
     png = (tmp_path / "curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000
