@@ -90,12 +90,12 @@ def map_prediction_labels(
     >>> map_prediction_labels(508, "pred", "pred_msd_values")  # doctest: +SKIP
     """
     folder = resolve_source(dataset, raw_root)
+    dataset_json = load_dataset_json(folder)
     report_file = folder / REPORT_FILENAME
     report = load_dataset_json(report_file, check=False)
     if "label_mapping" not in report:
         raise InputError(f"{report_file} has no 'label_mapping'")
     table = source_value_table(report["label_mapping"], str(report_file))
-    dataset_json = load_dataset_json(folder)
     ending = dataset_json.get("file_ending", ".nii.gz")
     table = _predicted_only(table, dataset_json, folder / "dataset.json")
     source_in, target = Path(input_folder), Path(output_folder)

@@ -2,9 +2,10 @@
 
 Ctrl-C goes to the whole process group, workers included. The workers are started with
 SIGINT ignored, so only this process sees it (as :class:`KeyboardInterrupt`): it stops the
-workers, waits for them and lets the exception go on (the command then removes its
-staging folder, prints one line and exits 130). No worker prints a traceback, and no
-worker outlives the command.
+workers (SIGTERM, on which they exit cleanly, releasing what they hold), waits for them and
+lets the exception go on (the command then removes its staging folder, prints one line and
+exits 130). No worker prints a traceback, no semaphore leaks and no worker outlives the
+command.
 """
 
 from __future__ import annotations
@@ -33,8 +34,16 @@ def _interrupts_ignored_by_children() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _ignore_interrupts() -> None:
+def _worker_signals() -> None:
+    """Workers ignore SIGINT (the parent handles Ctrl-C) and exit cleanly on SIGTERM (what
+    ``Pool.terminate`` sends): a worker killed outright would leave the semaphores it created
+    (tqdm's lock, for one) to the resource tracker, which then warns about leaked semaphores."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_quietly)
+
+
+def _exit_quietly(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def run_parallel(function: Callable[[Any], Any], items: Sequence[Any], num_processes: int = 1,
@@ -57,7 +66,7 @@ def run_parallel(function: Callable[[Any], Any], items: Sequence[Any], num_proce
     context = multiprocessing.get_context("spawn")
     results: list = [None] * len(items)
     with _interrupts_ignored_by_children():
-        pool = context.Pool(min(num_processes, len(items)), initializer=_ignore_interrupts)
+        pool = context.Pool(min(num_processes, len(items)), initializer=_worker_signals)
     try:
         indexed = pool.imap_unordered(functools.partial(_indexed_call, function), enumerate(items))
         for index, value in tqdm(indexed, total=len(items), desc=desc, disable=not progress):

@@ -136,9 +136,14 @@ def staged_folder(root: str | os.PathLike, name: str, existing: Sequence[Path] =
             yield out
             (out / OWNER_FILE).unlink()
             move_into_place(out, root / name, existing)
-    except OSError as e:
+    except (OSError, InputError) as e:
         shutil.rmtree(out, ignore_errors=True)
-        raise InputError(os_error_message(e)) from None
+        # Name files by the dataset they were written for, not by the staging folder just removed.
+        if isinstance(e, InputError) and str(out) not in str(e):
+            raise
+        message = os_error_message(e) if isinstance(e, OSError) else str(e)
+        kind = type(e) if isinstance(e, InputError) else InputError
+        raise kind(message.replace(str(out), str(root / name))) from None
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise

@@ -28,7 +28,6 @@ recall and Dice (:func:`nnunet_aux.evaluation.per_scale.scale_metrics`). With
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -144,19 +143,13 @@ def labels_from_dataset_json(dataset_json: str | os.PathLike | Mapping[str, Any]
     >>> specs[0].scales
     {'small': 1, 'medium': 2, 'large': 3}
     """
+    from ..dataset_format import check_dataset_json, load_dataset_json
+
     if isinstance(dataset_json, Mapping):
-        content, where = dataset_json, "dataset.json"
+        content, where = check_dataset_json(dataset_json, "dataset.json", required=()), "dataset.json"
     else:
         where = os.fspath(dataset_json)
-        try:
-            with open(where, encoding="utf-8") as f:
-                content = json.load(f)
-        except FileNotFoundError:
-            raise InputError(f"missing file {where}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InputError(f"cannot read {where}: {e}") from None
-        if not isinstance(content, Mapping):
-            raise InputError(f"{where}: expected a JSON object")
+        content = load_dataset_json(where)  # the package's one check of a dataset.json
     labels = content.get("labels")
     if not isinstance(labels, Mapping) or not labels:
         raise InputError(f"{where}: no 'labels' mapping")
