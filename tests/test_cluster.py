@@ -347,3 +347,12 @@ def test_job_is_picklable_and_checkpointable(tmp_path):
     again = pickle.loads(pickle.dumps(job))
     assert again == job and isinstance(again, Checkpointable)
     assert job.checkpoint().function is job  # requeued as itself: the fold's files decide --c
+
+
+def test_local_jobs_output_is_followed_live(fake_tree):
+    lines = []
+    result = experiment(fake_tree, trainers=("TrainerA",), folds=(0, 1), echo=lines.append)
+    assert result.ok
+    commands = [line for line in lines if line.startswith("$ ")]
+    assert len(commands) == 2 and commands[0].endswith("-tr TrainerA -p nnUNetPlans -device cpu")
+    assert lines.count("[exit code 0]") == 2

@@ -104,7 +104,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         help="worker processes of the evaluation (default: $nnUNet_def_n_proc or 8, at most "
                              "the number of CPUs)")
     parser.add_argument("--show-output", action="store_true",
-                        help="also print nnU-Net's training output (it always goes to OUTDIR/logs)")
+                        help="also print nnU-Net's training output as it comes, local and debug executors (it "
+                             "always goes to OUTDIR/logs)")
     parser.add_argument("--no-figure", dest="figure", action="store_false", help="do not write table.png")
     parser.add_argument("--seeds", nargs="+", type=int, default=None, metavar="SEED",
                         help="repeat every (trainer, fold) once per seed, each into its own results folder "

@@ -199,7 +199,8 @@ def needs_first_alone(preprocessed_configuration_folder: str | os.PathLike) -> b
 
 def run_jobs(jobs: Sequence[TrainingJob], options: ClusterOptions, outdir: str | os.PathLike, *,
              wait: bool = True, first_alone: bool = False, stop_on_error: bool = False,
-             say: Callable[[str], None] = lambda text: None) -> Submission:
+             say: Callable[[str], None] = lambda text: None,
+             follow: Callable[[str], None] | None = None) -> Submission:
     """Run (or re-attach to) every job that is not complete; return the results of those that ran.
 
     Parameters
@@ -218,6 +219,8 @@ def run_jobs(jobs: Sequence[TrainingJob], options: ClusterOptions, outdir: str |
         Local runs: start no further job after a failed one.
     say : callable, optional
         Progress lines.
+    follow : callable, optional
+        ``local``: called with every new line of the running jobs' training logs (live output).
 
     Returns
     -------
@@ -242,16 +245,17 @@ def run_jobs(jobs: Sequence[TrainingJob], options: ClusterOptions, outdir: str |
     executor = _local_executor(options, engine)
     groups = [todo[:1], todo[1:]] if first_alone and len(todo) > 1 else [todo]
     for group in groups:
-        _run_local(group, options, executor, outdir, records, out, say, stop_on_error)
+        _run_local(group, options, executor, outdir, records, out, say, stop_on_error, follow)
         if stop_on_error and not all(r.ok for r in out.results.values()):
             break
     return out
 
 
-def _run_local(todo, options, executor, outdir, records, out, say, stop_on_error=False) -> None:
+def _run_local(todo, options, executor, outdir, records, out, say, stop_on_error=False, follow=None) -> None:
     """At most ``max_parallel`` jobs at once (one in ``debug``), each with a GPU of its own when given."""
     cap = 1 if options.cluster == "debug" else options.max_parallel
     pending, running, free_gpus = list(todo), [], list(options.gpus)
+    offsets: dict[str, int] = {}
     while pending or running:
         while pending and len(running) < cap:
             gpu = free_gpus.pop(0) if free_gpus else None
@@ -262,12 +266,31 @@ def _run_local(todo, options, executor, outdir, records, out, say, stop_on_error
             out.submitted[job.key] = str(handle.job_id)
             say(f"started {job.key} ({options.cluster} job {handle.job_id})")
             running.append(_Running(job, handle, gpu))
+        if follow is not None:
+            _follow_logs(running, offsets, follow)
         finished = _collect_finished(running, out, say, force=options.cluster == "debug")
+        if follow is not None:
+            _follow_logs(finished, offsets, follow)
         free_gpus += [item.gpu for item in finished if item.gpu is not None]
         if stop_on_error and any(not out.results[item.job.key].ok for item in finished):
             pending.clear()
         if not finished:
             time.sleep(options.poll_seconds)
+
+
+def _follow_logs(items: Sequence[_Running], offsets: dict[str, int], follow: Callable[[str], None]) -> None:
+    """Pass on the lines the jobs' training logs gained since the last call (whole lines only)."""
+    for item in items:
+        path = Path(item.job.log_file)
+        if not path.is_file():
+            continue
+        with open(path, "rb") as f:
+            f.seek(offsets.get(item.job.key, 0))
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        offsets[item.job.key] = offsets.get(item.job.key, 0) + end
+        for line in data[:end].decode("utf-8", errors="replace").splitlines():
+            follow(line)
 
 
 def _with_gpu(job: TrainingJob, gpu: int | None) -> TrainingJob:

@@ -209,8 +209,9 @@ def run_experiment(
         Environment for nnU-Net (default ``os.environ``); ``nnUNet_extTrainer`` gets
         this package's trainer folder added.
     echo : callable, optional
-        When given, jobs print nnU-Net's output (``debug`` executor: to this terminal;
-        otherwise into submitit's job logs); it always goes to ``logs/``.
+        Called with nnU-Net's output lines as they come (``local``: followed from the jobs' logs;
+        ``debug``: printed by the job); it always goes to ``logs/``. SLURM jobs' output is in
+        ``logs/`` only.
     figure : bool, optional
         Write the PNG figure.
     seeds : sequence of int, optional
@@ -253,8 +254,10 @@ def run_experiment(
     submission = Submission()
     if not collect:
         ensure_splits(exp.preprocessed, exp.plans, exp.configuration)
+        # live output: the debug executor's jobs print it themselves; local jobs' logs are followed here
+        follow = echo if echo is not None and cluster.cluster == "local" else None
         submission = run_jobs(jobs, cluster, exp.output_dir, wait=wait, stop_on_error=stop_on_error,
-                              first_alone=needs_first_alone(exp.data_folder()), say=logger.info)
+                              first_alone=needs_first_alone(exp.data_folder()), say=logger.info, follow=follow)
         results = submission.results
     missing = _tabulate(exp, jobs, results, stop_on_error)
     rows, markdown = write_outputs(exp.output_dir, exp.per_fold, title=exp.title, ddof=ddof, figure=figure)
@@ -349,7 +352,8 @@ def experiment_jobs(exp: _Experiment, cluster: ClusterOptions) -> list[TrainingJ
                 jobs.append(TrainingJob(
                     key, exp.name, exp.configuration, fold, trainer, exp.plans, exp.device, str(folder),
                     str(exp.output_dir / "logs" / f"{trainer}__fold_{fold}{suffix}.log"), env, executable,
-                    seed=seed, num_gpus=cluster.num_gpus, evaluation=evaluation, echo=exp.echo is not None))
+                    seed=seed, num_gpus=cluster.num_gpus, evaluation=evaluation,
+                    echo=exp.echo is not None and cluster.cluster == "debug"))
     # fold-major order: all trainers of fold 0 (and seed) first
     order = {f: i for i, f in enumerate(exp.folds)}
     return sorted(jobs, key=lambda j: (order[j.fold], exp.seeds.index(j.seed)))
