@@ -8,7 +8,8 @@ import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from ..conversion.files import atomic_write, check_outputs_apart, make_folder, write_text_atomic
+from ..conversion.files import (atomic_write, check_outputs_apart, check_writable_folder, make_folder,
+                                write_text_atomic)
 from ..conversion.parallel import run_parallel
 from ..errors import InputError, warn
 from .aggregate import summarize
@@ -274,16 +275,11 @@ def evaluate_folders(
 
 
 def _check_writable(output_json: str) -> None:
-    """Fail before any metric is computed when the summary cannot be written."""
+    """Fail before any metric is computed when the summary cannot be written.
+
+    Nothing is created yet (an evaluation that fails leaves no trace): the nearest existing
+    folder on the way must be a writable folder.
+    """
     if os.path.isdir(output_json):
         raise InputError(f"output {output_json} is a folder; give a file name ending in .json")
-    # Nothing is created yet (an evaluation that fails leaves no trace): the nearest
-    # existing folder on the way must be a writable folder.
-    folder = os.path.dirname(os.path.abspath(output_json))
-    existing = folder
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise InputError(f"cannot create the output folder {folder}: {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write into {existing} (permission denied)")
+    check_writable_folder(os.path.dirname(os.path.abspath(output_json)), "output folder")

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from ..conversion.image_io import Geometry, check_complete, read_geometry as _read_geometry
+from ..conversion.image_io import Geometry, check_complete, quiet_itk, read_geometry as _read_geometry
 from ..errors import InputError
 
 #: Formats read with SimpleITK (full header).
@@ -189,7 +189,8 @@ def read_segmentation(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float,
     else:
         check_complete(path)
         try:
-            image = sitk.ReadImage(os.fspath(path))
+            with quiet_itk():
+                image = sitk.ReadImage(os.fspath(path))
         except RuntimeError as e:
             raise _sitk_error(path, e) from None
         if image.GetNumberOfComponentsPerPixel() != 1:
