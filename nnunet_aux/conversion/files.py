@@ -249,6 +249,7 @@ def dataset_id_lock(root: str | os.PathLike, dataset_id: int) -> Iterator[Path]:
     if root.exists() and not root.is_dir():
         raise InputError(f"the raw data folder {root} is a file, not a folder")
     make_folder(root)
+    check_writable_folder(root, "raw data folder")
     path = root / f".Dataset{int(dataset_id):03d}.lock"
     try:
         fd = _acquire(path, f"dataset ID {int(dataset_id)} in {root}")
