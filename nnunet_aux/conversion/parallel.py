@@ -2,10 +2,9 @@
 
 Ctrl-C goes to the whole process group, workers included. The workers are started with
 SIGINT ignored, so only this process sees it (as :class:`KeyboardInterrupt`): it stops the
-workers (SIGTERM, on which they exit cleanly, releasing what they hold), waits for them and
+workers (SIGTERM; they hold no semaphore of their own, so none leaks), waits for them and
 lets the exception go on (the command then removes its staging folder, prints one line and
-exits 130). No worker prints a traceback, no semaphore leaks and no worker outlives the
-command.
+exits 130). No worker prints a traceback and no worker outlives the command.
 """
 
 from __future__ import annotations
@@ -34,16 +33,13 @@ def _interrupts_ignored_by_children() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _worker_signals() -> None:
-    """Workers ignore SIGINT (the parent handles Ctrl-C) and exit cleanly on SIGTERM (what
-    ``Pool.terminate`` sends): a worker killed outright would leave the semaphores it created
-    (tqdm's lock, for one) to the resource tracker, which then warns about leaked semaphores."""
+def _worker_setup() -> None:
+    """Workers ignore SIGINT (the parent handles Ctrl-C) and create no semaphore of their own:
+    ``Pool.terminate`` kills them (SIGTERM), and a semaphore a killed process created (tqdm's
+    write lock is one, made by the first progress bar) is reported by the resource tracker as
+    leaked. Progress bars in a worker therefore share a thread lock."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _exit_quietly)
-
-
-def _exit_quietly(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
+    tqdm.set_lock(threading.RLock())
 
 
 def run_parallel(function: Callable[[Any], Any], items: Sequence[Any], num_processes: int = 1,
@@ -66,7 +62,7 @@ def run_parallel(function: Callable[[Any], Any], items: Sequence[Any], num_proce
     context = multiprocessing.get_context("spawn")
     results: list = [None] * len(items)
     with _interrupts_ignored_by_children():
-        pool = context.Pool(min(num_processes, len(items)), initializer=_worker_signals)
+        pool = context.Pool(min(num_processes, len(items)), initializer=_worker_setup)
     try:
         indexed = pool.imap_unordered(functools.partial(_indexed_call, function), enumerate(items))
         for index, value in tqdm(indexed, total=len(items), desc=desc, disable=not progress):
