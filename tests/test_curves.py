@@ -63,6 +63,7 @@ def test_plateau_criterion_and_time():
     assert p["snapshots_in_last_third"] == 3 and p["met"]
     assert p["value"] == pytest.approx((0.8 + 0.802 + 0.8) / 3)
     assert p["spread"] == pytest.approx(0.002)
+    assert p["trend"] == pytest.approx(0.0, abs=1e-9) and p["trend_met"]  # 0.8, 0.802, 0.8: no drift
     # the mean curve first comes within 0.01 of 0.8007 between 150 s (0.7) and 300 s (0.797)
     assert 150 < p["time_s"] <= 300
     q = report.plateau(runs["nnUNetTrainer"], "cldice", ["a", "b"], 0.001)
