@@ -308,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--update-docs", action="store_true",
                    help="also replace the tables between the curves markers of README.md and benchmarks/RESULTS.md")
     args = p.parse_args(argv)
+    if (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "") != "utf8":
+        sys.stdout.reconfigure(errors="replace")  # an ASCII console (LANG=C) gets '?' for 'Δ'; files stay UTF-8
     runs = load_runs(args.results)
     if not runs:
         print(f"no run files under {args.results}", file=sys.stderr)

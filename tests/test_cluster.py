@@ -72,7 +72,7 @@ def fake_tree(tmp_path, monkeypatch):
 
 def calls(tree) -> list[dict]:
     path = tree["calls"]
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def slurm(tmp_path, monkeypatch):
 
 def submissions(state: Path) -> list[dict]:
     path = state / "submitted.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
 
 
 def experiment(tree, trainers=("TrainerA", "TrainerB"), folds=(0, 1), **kwargs):
@@ -116,7 +116,7 @@ def test_slurm_array_submits_once_resumes_and_tabulates(fake_tree, slurm):
     assert "-m submitit.core._submit" in script and "srun" in script
     assert sorted(c["call"] for c in calls(fake_tree)) == ["TrainerA 0", "TrainerA 1", "TrainerB 0", "TrainerB 1"]
     assert [row["folds"] for row in result.rows] == [2, 2]
-    records = json.loads((fake_tree["out"] / "jobs.json").read_text())
+    records = json.loads((fake_tree["out"] / "jobs.json").read_text(encoding="utf-8"))
     assert sorted(r["job_id"] for r in records.values()) == [f"{submitted['id']}_{i}" for i in range(4)]
     assert (fake_tree["out"] / "engine").is_dir() and (fake_tree["out"] / "logs" / "TrainerA__fold_0.log").is_file()
 
@@ -147,7 +147,7 @@ def test_slurm_resubmits_failed_jobs_only(fake_tree, slurm):
     assert first.ok
     # a job that died (cancelled on the cluster): its fold never finished
     touch(fake_tree["results"] / "TrainerB__nnUNetPlans__3d_fullres" / "fold_0" / "checkpoint_latest.pth")
-    records = json.loads((fake_tree["out"] / "jobs.json").read_text())
+    records = json.loads((fake_tree["out"] / "jobs.json").read_text(encoding="utf-8"))
     records["TrainerB/fold_0"] = {"cluster": "slurm", "job_id": "999_0", "submitted": 0}
     (slurm / "state").mkdir(exist_ok=True)
     (slurm / "state" / "999_0").write_text("CANCELLED")
@@ -165,9 +165,9 @@ def test_slurm_timeout_requeues_and_continues(fake_tree, slurm):
     result = experiment(fake_tree, trainers=("TrainerA",), folds=(0,), cluster=options)
     assert result.ok, result.failures
     assert [c["call"] for c in calls(fake_tree)] == ["TrainerA 0 --c"]  # the first attempt was stopped mid-way
-    log = (slurm / "calls.log").read_text()
+    log = (slurm / "calls.log").read_text(encoding="utf-8")
     assert "scontrol requeue" in log
-    train_log = (fake_tree["out"] / "logs" / "TrainerA__fold_0.log").read_text()
+    train_log = (fake_tree["out"] / "logs" / "TrainerA__fold_0.log").read_text(encoding="utf-8")
     assert "[interrupted: stopping the command's process group]" in train_log
     assert train_log.count("$ ") == 2 and "-device cpu --c" in train_log
 
@@ -252,7 +252,7 @@ def test_killed_controller_then_rerun_trains_every_fold_once(fake_tree):
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert len(calls(fake_tree)) == 0
-    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(command, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     assert sorted(c["call"] for c in calls(fake_tree)) == ["TrainerA 0", "TrainerA 1", "TrainerB 0", "TrainerB 1"]
     assert "| TrainerA | 2/2 |" in second.stdout and "| TrainerB | 2/2 |" in second.stdout
@@ -288,7 +288,7 @@ def test_dry_run_plan_estimate_and_commands(fake_tree, tmp_path):
     hours = (50 + 100 + 100) * 109.5 / 3600
     assert f"Estimate: {hours:.1f} GPU-hours for 3 job(s)" in text
     assert f"at most {109.5 * 49 / 3600:.2f} GPU-hours lost per requeue" in text
-    script = commands.read_text().splitlines()
+    script = commands.read_text(encoding="utf-8").splitlines()
     jobs = [line for line in script if line.startswith("env ")]
     assert len(jobs) == 3 and all(f"nnUNet_results={results.parent}" in line for line in jobs)
     assert jobs[1].endswith("-device cuda --c >> " + str(fake_tree["out"] / "logs" / "TrainerA_50epochs__fold_1.log")

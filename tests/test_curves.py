@@ -85,32 +85,31 @@ def test_tables_and_figure_from_json_alone(tmp_path):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{run['trainer']}__seed{run['seed']}.json").write_text(json.dumps(run))
     doc = tmp_path / "doc.md"
-    doc.write_text(f"before\n{report.MARKERS[0]}\nold\n{report.MARKERS[1]}\nafter\n")
+    doc.write_text(f"before\n{report.MARKERS[0]}\nold\n{report.MARKERS[1]}\nafter\n", encoding="utf-8")
     assert report.main(["--results", str(tmp_path / "curves"), "-o", str(tmp_path)]) == 0
-    text = (tmp_path / "curves.md").read_text()
+    text = (tmp_path / "curves.md").read_text(encoding="utf-8")
     assert "Plateau criterion" in text and "**met**" in text
     assert "| stock nnU-Net | 70 | 15.0 |" in text and "| Fast | 50 | 16.7 |" in text  # minutes covered
     assert "Δ Dice at plateau / at end" in text
     png = (tmp_path / "curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000
-    assert report.update_block(doc, "new table") and doc.read_text() == (
+    assert report.update_block(doc, "new table") and doc.read_text(encoding="utf-8") == (
         f"before\n{report.MARKERS[0]}\nnew table\n{report.MARKERS[1]}\nafter\n")
     assert report.main(["--results", str(tmp_path / "empty")]) == 2
 
 
 @pytest.mark.slow
 def test_curves_quick_run_snapshots_resumes_and_reports(tmp_path):
-    """A tiny real study: 2 trainers, snapshots through nnU-Net, every snapshot predicted and scored."""
+    """A tiny real study (stock only; the iterations of the other trainers are unit-tested above): snapshots
+    through nnU-Net, every snapshot predicted and scored, the run's JSON, resumption, the report."""
     workdir, results = tmp_path / "work", tmp_path / "results"
     command = [sys.executable, str(BENCHMARKS / "curves.py"), "--quick", "--workdir", str(workdir),
                "--results", str(results), "--iterations", "6", "--iterations-per-epoch", "2", "--n-test", "2",
-               "--step-ratio", "nnUNetTrainerScaleContrastiveLite=1.5", "--margin", "1.0"]
-    first = subprocess.run(command, capture_output=True, text=True, timeout=1500)
+               "--n-train", "3", "--trainers", "nnUNetTrainer"]
+    first = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=1500)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    stock = json.loads((results / "demo" / "nnUNetTrainer__seed0.json").read_text())
-    lite = json.loads((results / "demo" / "nnUNetTrainerScaleContrastiveLite__seed0.json").read_text())
+    stock = json.loads((results / "demo" / "nnUNetTrainer__seed0.json").read_text(encoding="utf-8"))
     assert [s["iterations"] for s in stock["snapshots"]] == [2, 4, 6]
-    assert [s["iterations"] for s in lite["snapshots"]] == [2, 4]  # 6 / 1.5 iterations: fewer, same wall time
     seconds = [s["train_seconds"] for s in stock["snapshots"]]
     assert seconds == sorted(seconds) and seconds[0] > 0
     for snapshot in stock["snapshots"]:
@@ -123,10 +122,10 @@ def test_curves_quick_run_snapshots_resumes_and_reports(tmp_path):
     fold = next((workdir / "demo" / "runs" / "seed0" / "curve" / "nnUNetTrainer").rglob("fold_0"))
     mtime = (fold / "checkpoint_final.pth").stat().st_mtime
     (results / "demo" / "nnUNetTrainer__seed0.json").unlink()
-    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert (fold / "checkpoint_final.pth").stat().st_mtime == mtime
-    assert json.loads((results / "demo" / "nnUNetTrainer__seed0.json").read_text())["snapshots"] == stock["snapshots"]
+    assert json.loads((results / "demo" / "nnUNetTrainer__seed0.json").read_text(encoding="utf-8"))["snapshots"] == stock["snapshots"]
 
     assert report.main(["--results", str(results), "-o", str(tmp_path)]) == 0
-    assert (tmp_path / "curves.png").is_file() and "Regime demo" in (tmp_path / "curves.md").read_text()
+    assert (tmp_path / "curves.png").is_file() and "Regime demo" in (tmp_path / "curves.md").read_text(encoding="utf-8")

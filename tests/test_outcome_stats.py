@@ -155,9 +155,11 @@ def test_budgets_equal_time_alone_trains_the_others_only_at_equal_wall_time(tmp_
     done = []
     monkeypatch.setattr(bench, "prepare_regime", lambda regime: None)
     monkeypatch.setattr(bench, "say", lambda text: None)
-    monkeypatch.setattr(bench, "do_run", lambda run: done.append((run.budget, run.trainer,
-                                                                  run.epochs * run.iterations_per_epoch))
-                        or {"step_s": 1.0})
+    def do_runs(runs):  # the job layer's batch of runs, stood in for: record what would train
+        done.extend((run.budget, run.trainer, run.epochs * run.iterations_per_epoch) for run in runs)
+        return {f"{run.budget}/{run.trainer}": {"step_s": 1.0} for run in runs}
+
+    monkeypatch.setattr(bench, "do_runs", do_runs)
     bench.run_regime(pipeline.REGIMES["demo"])
     assert done == [("equal_iterations", "nnUNetTrainer", 100), ("equal_time", lite, 80)]
     # the tables: stock alone at equal iterations; at equal wall time the trainer, its step ratio from its own runs
