@@ -341,7 +341,6 @@ def experiment_jobs(exp: _Experiment, cluster: ClusterOptions) -> list[TrainingJ
                 env = dict(nnunet_env)
                 if seed is not None:
                     env["nnUNet_results"] = str(exp.results_root(seed))
-                    env["NNUNET_AUX_SEED"] = str(seed)
                 suffix = "" if seed is None else f"__seed_{seed}"
                 folder = exp.fold_dir(trainer, fold, seed)
                 cache = exp.output_dir / "evaluation" / folder.parent.name / f"fold_{fold}{suffix}.json"
