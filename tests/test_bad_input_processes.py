@@ -6,7 +6,6 @@ even when the tests run as root) and Ctrl-C during a parallel conversion (case 2
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import resource
 import signal
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from test_bad_input import make_raw, msd_label, write
+from test_bad_input import make_raw, write
 from test_bad_input_round2 import snapshot
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

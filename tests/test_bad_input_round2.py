@@ -22,7 +22,7 @@ import SimpleITK as sitk
 
 from nnunet_aux.cli import main
 from nnunet_aux.errors import InputError, InputWarning
-from test_bad_input import assert_one_line_error, cli, listing, make_raw, msd_label, write
+from test_bad_input import assert_one_line_error, cli, make_raw, msd_label, write
 
 
 # ---------------------------------------------------------------------------------------------- helpers
