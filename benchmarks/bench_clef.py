@@ -40,7 +40,6 @@ import time
 from typing import Sequence
 
 import numpy as np
-
 from bench_common import make_plans, step_flops, timed  # benchmarks/ is on sys.path when a script here runs
 
 DATASET_JSON = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "vessel": 1, "tumour": 2},

@@ -77,7 +77,6 @@ import time
 from typing import Dict, List, Sequence
 
 import numpy as np
-
 from bench_common import make_plans, step_flops, timed  # benchmarks/ is on sys.path when a script here runs
 
 #: short name -> trainer class (stock first: the reference of every ratio)

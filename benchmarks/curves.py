@@ -51,8 +51,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from outcome_pipeline import (CONFIGURATION, FOLD, STOCK, Benchmark,  # noqa: E402
-                              Regime, RunSpec, Settings, _read_json, _write_json)
+from outcome_pipeline import CONFIGURATION, FOLD, STOCK, Benchmark, Regime, RunSpec, Settings, _read_json, _write_json  # noqa: E402
 
 BENCHMARKS = Path(__file__).resolve().parent
 #: A smaller plan than the outcome benchmark's, so that stock nnU-Net reaches a plateau on a 2-core CPU

@@ -66,8 +66,9 @@ def vessel_masks(run: Path, images: Path) -> Path:
 
 
 def score(run: Path, truth: Path, masks: Path, num_processes: int) -> dict[str, dict]:
-    from nnunet_aux.evaluation import LabelSpec, evaluate_folders, labels_from_dataset_json
     from outcome_pipeline import flat_metrics
+
+    from nnunet_aux.evaluation import LabelSpec, evaluate_folders, labels_from_dataset_json
 
     reference = next(s for s in labels_from_dataset_json(truth / "dataset.json") if s.scales)
     spec = LabelSpec("vessel", reference.reference_values, (1,), reference.scales)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from nnunet_helpers import nnunet_env, run, shrink_plans, write_splits
 
 SCALE_DATASET_ID = 990

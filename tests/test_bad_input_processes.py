@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from test_bad_input import make_raw, write
 from test_bad_input_round2 import snapshot
 

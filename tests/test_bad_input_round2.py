@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from test_bad_input import assert_one_line_error, cli, make_raw, msd_label, write
 
 from nnunet_aux.cli import main
 from nnunet_aux.errors import InputError, InputWarning
-from test_bad_input import assert_one_line_error, cli, make_raw, msd_label, write
 
 
 # ---------------------------------------------------------------------------------------------- helpers

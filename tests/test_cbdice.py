@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
+from test_skeleton_losses import grad_of, pooled_skeleton
 
 from nnunet_aux.losses import cbdice_loss, cbdice_radius_weights, distance_transform, soft_cbdice
 from nnunet_aux.training.task import AuxBatch
 from nnunet_aux.training.tasks import CbDiceTask, foreground_probability
-from test_skeleton_losses import grad_of, pooled_skeleton
 
 
 # ------------------------------------------------------------------------------------ the reference

@@ -28,7 +28,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-
 from nnunet_helpers import command, nnunet_env, run, shrink_plans, write_splits
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from clef_plans import DATASET_JSON, make_plans
 
 

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-
 from nnunet_helpers import run
 
 pytestmark = pytest.mark.slow

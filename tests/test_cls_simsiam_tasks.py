@@ -6,14 +6,20 @@ import numpy as np
 import pytest
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from test_heads import plain_unet
 
 from nnunet_aux.heads import ClassificationHead, SimSiamHead, encoder_spec
 from nnunet_aux.training.targets import TargetLayout
 from nnunet_aux.training.task import AuxBatch
-from nnunet_aux.training.tasks import (ClsTask, SimSiamTask, default_simsiam_weight, presence_accuracy,
-                                       presence_auroc, presence_targets)
+from nnunet_aux.training.tasks import (
+    ClsTask,
+    SimSiamTask,
+    default_simsiam_weight,
+    presence_accuracy,
+    presence_auroc,
+    presence_targets,
+)
 from nnunet_aux.training.tasks.simsiam import class_map, predicted_class_map, resample_classes
-from test_heads import plain_unet
 
 FEATURES = (4, 8, 16, 16, 16)
 

@@ -40,10 +40,9 @@ import pytest
 import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
+from nnunet_helpers import nnunet_env, run, shrink_plans, write_splits
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
-
-from nnunet_helpers import nnunet_env, run, shrink_plans, write_splits
 
 MATRIX_ID, IGNORE_ID = 993, 994
 PLANS = ("nnUNetPlans", "nnUNetResEncUNetMPlans")

@@ -42,8 +42,8 @@ from torch import nn
 from nnunet_aux.heads import encoder_spec
 from nnunet_aux.training.model import AuxiliaryTrainingModel
 from nnunet_aux.training.seg_loss import build_region_loss
-from nnunet_aux.training.task import AuxBatch
 from nnunet_aux.training.skeleton_targets import tubed_skeleton
+from nnunet_aux.training.task import AuxBatch
 from nnunet_aux.training.tasks import ClsTask, ScaleTask, SimSiamTask, SkeletonRecallTask, SoftClDiceTask
 
 # nnU-Net's rule under DDP: the lowest output keeps a tiny weight so that its layer is used

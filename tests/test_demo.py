@@ -12,8 +12,14 @@ import pytest
 
 from nnunet_aux.demo.commands import CommandFailedError, nnunet_environment, run_command
 from nnunet_aux.demo.figures import outcome_map, overview_figure, project_codes, scale_recall_figure
-from nnunet_aux.demo.pipeline import (QUICK_SETTINGS, STATE_FILE, DemoSettings, _prepare_workdir, resolve_device,
-                                      table_text)
+from nnunet_aux.demo.pipeline import (
+    QUICK_SETTINGS,
+    STATE_FILE,
+    DemoSettings,
+    _prepare_workdir,
+    resolve_device,
+    table_text,
+)
 from nnunet_aux.demo.plans import SCHEDULE_KEY, small_plans, write_small_plans, write_splits
 from nnunet_aux.demo.report import markdown_table, results_table, scale_recalls, write_report
 from nnunet_aux.errors import InputError

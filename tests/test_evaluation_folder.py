@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from nnunet_aux.errors import InputError
 from nnunet_aux.evaluation import (
     evaluate_folders,
     labels_from_dataset_json,
@@ -17,7 +18,6 @@ from nnunet_aux.evaluation import (
     vessel_metrics,
 )
 from nnunet_aux.evaluation.cli import register
-from nnunet_aux.errors import InputError
 
 SPACING_XYZ = (0.8, 0.7, 2.0)        # SimpleITK order; array order is (2.0, 0.7, 0.8)
 SPACING_ZYX = tuple(reversed(SPACING_XYZ))

@@ -31,8 +31,8 @@ from nnunet_aux.experiment import (
 )
 from nnunet_aux.experiment.commands import environment_with_trainer_path
 from nnunet_aux.experiment.jobs import TrainingJob
-from nnunet_aux.experiment.process import nnunet_command
 from nnunet_aux.experiment.layout import find_dataset_name
+from nnunet_aux.experiment.process import nnunet_command
 from nnunet_aux.training import trainer_path
 
 # ---------------------------------------------------------------------------------------

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_heads import plain_unet, resenc_unet, residual_unet
+from test_scale_task import DS_WEIGHTS, batch_for
 from torch import nn
 
 from nnunet_aux.heads import AuxiliaryDecoder, encoder_spec, narrow_channels
 from nnunet_aux.training.seg_loss import BalancedBCEWithLogitsLoss, build_region_loss
 from nnunet_aux.training.tasks import ScaleTask, default_scale_weights
-from test_heads import plain_unet, resenc_unet, residual_unet
-from test_scale_task import DS_WEIGHTS, batch_for
 
 
 def n_params(module: nn.Module) -> int:

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from nnunet_helpers import nnunet_env, run, shrink_plans, write_splits
 
 pytestmark = pytest.mark.slow

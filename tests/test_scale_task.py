@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_heads import plain_unet, resenc_unet
 
 from nnunet_aux.heads import encoder_spec
 from nnunet_aux.training.seg_loss import build_region_loss
 from nnunet_aux.training.task import AuxBatch
 from nnunet_aux.training.tasks import ScaleTask, default_scale_weights
-from test_heads import plain_unet, resenc_unet
 
 DS_WEIGHTS = [4 / 7, 2 / 7, 1 / 7, 0]
 

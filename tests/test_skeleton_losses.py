@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nnunet_aux.losses import (skeleton_recall_loss, soft_cldice, soft_cldice_loss, soft_dilate, soft_erode,
-                               soft_skeleton, soft_skeleton_recall)
+from nnunet_aux.losses import (
+    skeleton_recall_loss,
+    soft_cldice,
+    soft_cldice_loss,
+    soft_dilate,
+    soft_erode,
+    soft_skeleton,
+    soft_skeleton_recall,
+)
 
 
 # ------------------------------------------------------------------------------------ direct versions

@@ -301,7 +301,6 @@ def official_total(trainer_name, levels, logits, batch_dice, ignore_label, ds_sc
     from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
     from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
     from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
-
     from test_cbdice import reference_cbdice, reference_foreground
     from test_skeleton_losses import official_cldice_loss, official_recall_loss
 
@@ -349,8 +348,9 @@ def official_total(trainer_name, levels, logits, batch_dice, ignore_label, ds_sc
 def test_default_loss_and_gradient_equal_the_official_trainers(nnunet_paths, trainer_name, ignore, settings):
     """Each peer trainer's total loss (nnU-Net's Dice + CE and the peer's term, every deep-supervision level)
     and its gradient on fixed 3D logits with touching labels equal the official implementation's."""
-    from nnunet_aux.training import trainers
     from test_cbdice import noisy_logits
+
+    from nnunet_aux.training import trainers
 
     ds = nnunet_paths
     plans = json.loads((ds["preprocessed"] / "nnUNetPlans.json").read_text(encoding="utf-8"))

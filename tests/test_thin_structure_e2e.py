@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-
 from test_cls_simsiam_e2e import predict, stock_network_keys, train
 
 pytestmark = pytest.mark.slow

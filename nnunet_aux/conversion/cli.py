@@ -10,7 +10,6 @@ import os
 from typing import Callable
 
 
-
 class _Formatter(argparse.HelpFormatter):
     """Wraps description paragraphs (keeping the layout of the data-contract text) and shows defaults."""
 

@@ -32,8 +32,17 @@ from ..errors import InputError, warn
 from .files import dataset_id_lock
 from .image_io import SITK_FILE_ENDINGS, check_complete, link_or_copy, read_image, write_image
 from .parallel import run_parallel
-from .paths import (_NAME, check_ending_matches, check_not_source_id, check_target_free, raw_root as _raw_root, resolve_source,
-                    source_short_name, split_dataset_name, target_name)
+from .paths import (
+    _NAME,
+    check_ending_matches,
+    check_not_source_id,
+    check_target_free,
+    resolve_source,
+    source_short_name,
+    split_dataset_name,
+    target_name,
+)
+from .paths import raw_root as _raw_root
 from .staging import staged_folder
 
 #: the file beside dataset.json that says where every case came from

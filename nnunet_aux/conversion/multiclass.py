@@ -8,8 +8,15 @@ from pathlib import Path
 from ..dataset_format import REPORT_FILENAME, load_dataset_json, multiclass_dataset_json, write_dataset_json
 from .files import dataset_id_lock
 from .image_io import link_or_copy
-from .paths import (check_not_source_id, check_target_free, raw_root as _raw_root, resolve_source, source_short_name,
-                    split_dataset_name, target_name)
+from .paths import (
+    check_not_source_id,
+    check_target_free,
+    resolve_source,
+    source_short_name,
+    split_dataset_name,
+    target_name,
+)
+from .paths import raw_root as _raw_root
 from .staging import staged_folder
 
 _FOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
-import shutil
 import sys
 import threading
 from pathlib import Path

@@ -28,7 +28,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``demo`` parser."""
-    from .pipeline import DemoSettings, QUICK_SETTINGS
+    from .pipeline import QUICK_SETTINGS, DemoSettings
 
     full = DemoSettings()
     p = subparsers.add_parser(
@@ -90,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def settings_from_args(args: argparse.Namespace):
     """The :class:`~nnunet_aux.demo.pipeline.DemoSettings` that the arguments ask for."""
-    from .pipeline import DemoSettings, QUICK_SETTINGS
+    from .pipeline import QUICK_SETTINGS, DemoSettings
 
     base = QUICK_SETTINGS if args.quick else DemoSettings()
     changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(DemoSettings)

@@ -11,6 +11,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+
 from ..errors import InputError
 
 #: RGB colours of scales 1..3 (small, medium, large), then of false positives and misses.

@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
 from ..errors import InputError
 
 #: Top-level key of the plans file holding the demo trainers' schedule

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from typing import Any, Mapping, Sequence
+
 from ..errors import InputError
 
 #: Columns of the results table: (heading, metric key in the evaluation summary, digits).

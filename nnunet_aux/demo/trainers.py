@@ -14,8 +14,8 @@ import os
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from ..training.trainers import nnUNetTrainerScaleContrastiveLite
 from ..errors import InputError
+from ..training.trainers import nnUNetTrainerScaleContrastiveLite
 from .plans import SCHEDULE_KEY
 
 #: Attributes of nnU-Net's trainer that the schedule may set.

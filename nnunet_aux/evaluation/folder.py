@@ -8,8 +8,8 @@ import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from ..conversion.files import (atomic_write, check_outputs_apart, check_writable_folder, make_folder,
-                                write_text_atomic)
+
+from ..conversion.files import atomic_write, check_outputs_apart, check_writable_folder, make_folder, write_text_atomic
 from ..conversion.parallel import run_parallel
 from ..errors import InputError, warn
 from .aggregate import summarize

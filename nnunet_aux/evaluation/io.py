@@ -17,7 +17,8 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from ..conversion.image_io import Geometry, check_complete, quiet_itk, read_geometry as _read_geometry
+from ..conversion.image_io import Geometry, check_complete, quiet_itk
+from ..conversion.image_io import read_geometry as _read_geometry
 from ..errors import InputError
 
 #: Formats read with SimpleITK (full header).

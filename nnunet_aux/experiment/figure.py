@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import textwrap
 from typing import Any, Mapping, Sequence
+
 from ..errors import InputError
 
 #: Metrics drawn by default (all in [0, 1], drawn in percent).

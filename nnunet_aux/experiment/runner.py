@@ -27,7 +27,15 @@ from . import process
 from .cluster import ClusterOptions, Submission, needs_first_alone, run_jobs
 from .commands import DEVICES, environment_with_trainer_path, missing_trainers
 from .jobs import FoldEvaluation, JobResult, TrainingJob
-from .layout import FINISHED, check_folds, find_dataset_name, fold_state, nnunet_folder, trainer_folder, validation_cases
+from .layout import (
+    FINISHED,
+    check_folds,
+    find_dataset_name,
+    fold_state,
+    nnunet_folder,
+    trainer_folder,
+    validation_cases,
+)
 from .table import build_table, format_markdown, table_columns, write_per_fold_csv, write_table_csv
 
 logger = logging.getLogger(__name__)

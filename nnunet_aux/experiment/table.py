@@ -16,6 +16,7 @@ import csv
 import math
 import os
 from typing import Any, Mapping, Sequence
+
 from ..errors import InputError
 
 #: Columns of Sadikine et al., Table 1: key, header, factor from the stored value to the header's unit.

@@ -14,12 +14,12 @@
 """
 
 from . import clef
+from .cbdice import cbdice_loss, cbdice_radius_weights, distance_transform, soft_cbdice
 from .clef import *  # noqa: F401,F403  (CLEF's losses and random affine transform)
 from .contrastive import ScaleContrastiveLoss, scale_contrastive_loss
 from .focal import FocalLoss, binary_focal_loss
 from .sampling import gather_voxels, sample_simsiam_voxels, sample_voxels, voxel_hardness
 from .simsiam import VoxelSimSiamLoss, simsiam_class_weights, voxel_simsiam_loss
-from .cbdice import cbdice_loss, cbdice_radius_weights, distance_transform, soft_cbdice
 from .skeleton_recall import all_ranks_sum, skeleton_recall_loss, soft_skeleton_recall
 from .soft_cldice import soft_cldice, soft_cldice_loss, soft_dilate, soft_erode, soft_open, soft_skeleton
 

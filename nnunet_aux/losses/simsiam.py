@@ -26,8 +26,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._numerics import attached_zero, autocast_disabled
-from .sampling import (_check_voxel_classes, _element_offsets, _gather_at, sample_simsiam_voxels,
-                       sample_simsiam_voxels_layers)
+from .sampling import (
+    _check_voxel_classes,
+    _element_offsets,
+    _gather_at,
+    sample_simsiam_voxels,
+    sample_simsiam_voxels_layers,
+)
 
 __all__ = [
     "simsiam_class_weights",

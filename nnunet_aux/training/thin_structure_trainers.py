@@ -24,8 +24,12 @@ from .base import nnUNetTrainerAux
 from .skeleton_targets import PAPER_SKELETON_TARGET, PAPER_TUBE_RADIUS
 from .tasks import CbDiceTask, SkeletonRecallTask, SoftClDiceTask, structure_channels
 from .tasks.skeleton_recall import PAPER_SKELETON_RECALL_SMOOTH, PAPER_SKELETON_RECALL_WEIGHT
-from .tasks.soft_cldice import (PAPER_CLDICE_ALPHA, PAPER_CLDICE_EXCLUDE_BACKGROUND, PAPER_CLDICE_ITERATIONS,
-                                PAPER_CLDICE_SMOOTH)
+from .tasks.soft_cldice import (
+    PAPER_CLDICE_ALPHA,
+    PAPER_CLDICE_EXCLUDE_BACKGROUND,
+    PAPER_CLDICE_ITERATIONS,
+    PAPER_CLDICE_SMOOTH,
+)
 from .variants import add_variants
 
 

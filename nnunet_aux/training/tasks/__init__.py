@@ -1,8 +1,8 @@
 """Auxiliary tasks: one module each."""
 
 from .cbdice import CbDiceTask, foreground_probability
-from .clef import CLEFTask, CLEFTrainingModel
 from .classification import ClsTask, presence_accuracy, presence_auroc, presence_targets
+from .clef import CLEFTask, CLEFTrainingModel
 from .scale import ScaleTask, default_scale_weights
 from .simsiam import SimSiamTask, default_simsiam_weight
 from .skeleton_recall import SkeletonRecallTask, foreground_probabilities, structure_channels
