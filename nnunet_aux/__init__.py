@@ -5,4 +5,4 @@ usable without nnU-Net's environment variables or a dataset; only ``training`` k
 nnU-Net's trainer internals.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
