@@ -4,9 +4,13 @@ criterion, paired differences, tables and figure from per-run JSON alone; and on
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -98,18 +102,72 @@ def test_tables_and_figure_from_json_alone(tmp_path):
     assert report.main(["--results", str(tmp_path / "empty")]) == 2
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc), children before grandchildren."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text(encoding="utf-8").rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(0), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _crash_after_first_snapshot(command: list[str], workdir: Path) -> dict:
+    """Run ``command`` until the training has saved its first snapshot and the checkpoint after it,
+    then kill the whole process tree with SIGKILL (a node crash); returns the snapshots kept."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 900
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            listed = list(workdir.rglob("fold_0/snapshots.json"))
+            latest = [p.with_name("checkpoint_latest.pth") for p in listed]
+            if listed and latest[0].is_file() and latest[0].stat().st_mtime >= listed[0].stat().st_mtime:
+                size = latest[0].stat().st_size
+                time.sleep(0.2)  # the checkpoint after the snapshot is complete: the next epoch is running
+                if latest[0].stat().st_size == size:
+                    break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the training ended before it could be interrupted"
+        tree = [proc.pid, *_descendants(proc.pid)]
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    return json.loads(listed[0].read_text(encoding="utf-8"))
+
+
 @pytest.mark.slow
 def test_curves_quick_run_snapshots_resumes_and_reports(tmp_path):
     """A tiny real study (stock only; the iterations of the other trainers are unit-tested above): snapshots
-    through nnU-Net, every snapshot predicted and scored, the run's JSON, resumption, the report."""
+    through nnU-Net, a crash after the first snapshot and the continuation (the snapshot is kept, the
+    training goes on from nnU-Net's latest checkpoint), every snapshot predicted and scored, the run's JSON,
+    a result rebuilt without retraining, the report."""
     workdir, results = tmp_path / "work", tmp_path / "results"
     command = [sys.executable, str(BENCHMARKS / "curves.py"), "--quick", "--workdir", str(workdir),
-               "--results", str(results), "--iterations", "6", "--iterations-per-epoch", "2", "--n-test", "2",
+               "--results", str(results), "--iterations", "12", "--iterations-per-epoch", "2", "--n-test", "2",
                "--n-train", "3", "--trainers", "nnUNetTrainer"]
+    kept = _crash_after_first_snapshot(command, workdir)
+    fold = next(workdir.rglob("fold_0"))
+    assert 2 in map(int, kept) and not (fold / "checkpoint_final.pth").exists()
+    first_snapshot = (fold / "snapshot_0000002.pth").stat().st_mtime
     first = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=1500)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert (fold / "snapshot_0000002.pth").stat().st_mtime == first_snapshot  # kept, not retrained
+    assert len(list(fold.glob("training_log_*.txt"))) == 2  # nnU-Net started twice: the second time with --c
     stock = json.loads((results / "demo" / "nnUNetTrainer__seed0.json").read_text(encoding="utf-8"))
-    assert [s["iterations"] for s in stock["snapshots"]] == [2, 4, 6]
+    assert [s["iterations"] for s in stock["snapshots"]] == [2, 4, 6, 8, 10, 12]
     seconds = [s["train_seconds"] for s in stock["snapshots"]]
     assert seconds == sorted(seconds) and seconds[0] > 0
     for snapshot in stock["snapshots"]:
@@ -118,14 +176,14 @@ def test_curves_quick_run_snapshots_resumes_and_reports(tmp_path):
             assert 0 <= values["dice"] <= 1 and "recall_small" in values and "cldice" in values
     assert stock["plan"]["patch_size"] == list(curves.CURVE_REGIMES["demo"].patch_size) and stock["commit"]
 
-    # resumption: a deleted result is rebuilt from the kept snapshots, nothing is retrained
-    fold = next((workdir / "demo" / "runs" / "seed0" / "curve" / "nnUNetTrainer").rglob("fold_0"))
+    # a deleted result is rebuilt from the kept snapshots, nothing is retrained
     mtime = (fold / "checkpoint_final.pth").stat().st_mtime
     (results / "demo" / "nnUNetTrainer__seed0.json").unlink()
     again = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert (fold / "checkpoint_final.pth").stat().st_mtime == mtime
-    assert json.loads((results / "demo" / "nnUNetTrainer__seed0.json").read_text(encoding="utf-8"))["snapshots"] == stock["snapshots"]
+    rebuilt = json.loads((results / "demo" / "nnUNetTrainer__seed0.json").read_text(encoding="utf-8"))
+    assert rebuilt["snapshots"] == stock["snapshots"]
 
     assert report.main(["--results", str(results), "-o", str(tmp_path)]) == 0
     assert (tmp_path / "curves.png").is_file() and "Regime demo" in (tmp_path / "curves.md").read_text(encoding="utf-8")
