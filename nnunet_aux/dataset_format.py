@@ -170,7 +170,7 @@ def check_dataset_json(content: Any, source: str = "dataset.json", *,
     Traceback (most recent call last):
     ...
     nnunet_aux.errors.InputError: dataset.json: numTraining must be a non-negative integer (the number of training cases), got 'six'
-    """
+    """  # noqa: E501 (the doctest shows the message as it comes)
     if not isinstance(content, Mapping):
         raise InputError(f"{source}: expected a JSON object (an nnU-Net dataset.json with 'labels', "
                          f"'channel_names', ...), got a JSON {_json_kind(content)}")
@@ -697,7 +697,7 @@ def write_json_atomic(content: Any, path: str | os.PathLike, *, allow_nan: bool 
     (standard JSON) instead of writing them. A file that cannot be written raises
     :class:`~nnunet_aux.errors.InputError` naming it.
     """
-    from .conversion.files import write_text_atomic
+    from .io.files import write_text_atomic
 
     text = json.dumps(content, indent=4, sort_keys=False, default=_json_default, allow_nan=allow_nan) + "\n"
     return write_text_atomic(path, text)

@@ -253,7 +253,7 @@ def test_truncated_image_is_never_linked(msd_dataset, capsys):
 
 
 def test_truncated_uncompressed_nifti(tmp_path):
-    from nnunet_aux.conversion.image_io import check_complete
+    from nnunet_aux.io.images import check_complete
 
     path = tmp_path / "x.nii"
     sitk.WriteImage(sitk.GetImageFromArray(np.ones((8, 8, 8), np.int16)), str(path))

@@ -192,7 +192,7 @@ def test_zero_voxel_size_is_refused(raw, eval_folders, capsys):
 def test_negative_voxel_size_in_image_and_label_is_read_one_way(raw, capsys):
     """Case 24: header-only reads gave -0.8, full reads +0.8 with a flipped axis: "spacing mismatch"
     between two identical headers. Now both give +0.8 and the flipped direction."""
-    from nnunet_aux.conversion.image_io import read_geometry, read_label_map
+    from nnunet_aux.io.images import read_geometry, read_label_map
 
     source = raw / "Dataset935_Source"
     for i in range(2):
@@ -361,7 +361,7 @@ def test_map_labels_output_onto_an_input_file(predictions, tmp_path, capsys, ove
 # -------------------------------------------------------------------------- 7: one conversion per ID
 def test_a_second_conversion_to_a_locked_id_stops(raw, capsys):
     """Case 7: two decompose runs to one ID made two Dataset936_* folders; the second now stops."""
-    from nnunet_aux.conversion.files import dataset_id_lock
+    from nnunet_aux.io.files import dataset_id_lock
 
     (raw / "Dataset935_Source").rename(raw / "Dataset935_Other")
     make_raw(raw, name="Dataset934_Source")

@@ -8,11 +8,11 @@ import pytest
 import SimpleITK as sitk
 
 from nnunet_aux.conversion import DecompositionSettings, make_multiclass_dataset, write_synthetic_dataset
-from nnunet_aux.conversion.image_io import Geometry
 from nnunet_aux.conversion.labels import plan_labels
 from nnunet_aux.conversion.writer import CaseJob, LoadedCase, write_scale_dataset
 from nnunet_aux.dataset_format import load_dataset_json, read_scale_spec
 from nnunet_aux.errors import DatasetExistsError, InputError
+from nnunet_aux.io.images import Geometry
 from nnunet_aux.synthetic import generate_case
 
 SHAPE, SPACING = (16, 24, 24), (1.0, 0.8, 0.8)

@@ -29,8 +29,8 @@ import SimpleITK as sitk
 
 from ..dataset_format import load_dataset_json, write_dataset_json, write_json_atomic
 from ..errors import InputError, warn
-from .files import dataset_id_lock
-from .image_io import SITK_FILE_ENDINGS, check_complete, link_or_copy, read_image, write_image
+from ..io.files import dataset_id_lock
+from ..io.images import SITK_FILE_ENDINGS, check_complete, link_or_copy, read_image, write_image
 from .parallel import run_parallel
 from .paths import (
     _NAME,

@@ -25,8 +25,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..io.images import Geometry
 from .dicom import read_dicom_series
-from .image_io import Geometry
 from .labels import plan_labels
 from .paths import target_name
 from .writer import CaseJob, DecompositionSettings, LoadedCase, write_scale_dataset
@@ -114,7 +114,7 @@ class IrcadbCaseReader:
             available = _mask_folders(masks_folder)
             used: dict[str, list[str]] = {"vessel": []}
             vessel = np.zeros(tuple(reversed(ct.GetSize())), dtype=bool)
-            for part, names in VESSEL_PARTS.items():
+            for names in VESSEL_PARTS.values():
                 name = next((n for n in names if n in available), None)
                 if name is None:
                     continue

@@ -20,8 +20,8 @@ import numpy as np
 
 from ..dataset_format import REPORT_FILENAME, load_dataset_json, write_json_atomic
 from ..errors import InputError
-from .files import check_outputs_apart, check_writable_folder, default_file_mode, make_folder, os_error_message
-from .image_io import check_complete, quiet_itk
+from ..io.files import check_outputs_apart, check_writable_folder, default_file_mode, make_folder, os_error_message
+from ..io.images import check_complete, quiet_itk
 from .paths import resolve_source
 
 #: File map-labels writes beside the files it mapped; an input folder holding it is refused.

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 from ..dataset_format import REPORT_FILENAME, load_dataset_json, multiclass_dataset_json, write_dataset_json
-from .files import dataset_id_lock
-from .image_io import link_or_copy
+from ..io.files import dataset_id_lock
+from ..io.images import link_or_copy
 from .paths import (
     check_not_source_id,
     check_target_free,

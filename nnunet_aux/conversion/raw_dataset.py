@@ -9,7 +9,7 @@ from typing import Sequence
 
 from ..dataset_format import check_dataset_json, load_dataset_json
 from ..errors import InputError
-from .image_io import SITK_FILE_ENDINGS, check_same_grid, read_geometry, read_label_map
+from ..io.images import SITK_FILE_ENDINGS, check_same_grid, read_geometry, read_label_map
 from .labels import plan_labels
 from .paths import check_ending_matches, check_not_source_id, resolve_source, source_short_name, target_name
 from .paths import raw_root as _raw_root

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..errors import InputError
-from .files import make_folder, make_temp_folder, os_error_message
+from ..io.files import make_folder, make_temp_folder, os_error_message
 
 #: File inside a staging folder naming the process that writes it: ``"<pid> <host>"``.
 OWNER_FILE = ".nnunet_aux_owner"

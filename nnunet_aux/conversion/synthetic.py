@@ -12,8 +12,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..io.images import Geometry
 from ..validation import check_seed, check_spacing
-from .image_io import Geometry
 from .labels import plan_labels
 from .paths import dataset_name
 from .writer import CaseJob, DecompositionSettings, LoadedCase, write_scale_dataset

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..dataset_format import load_dataset_json, upgrade_dataset_json, write_dataset_json
 from ..errors import InputError
-from .files import atomic_write
+from ..io.files import atomic_write
 from .paths import resolve_source
 
 

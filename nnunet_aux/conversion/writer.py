@@ -24,9 +24,9 @@ import SimpleITK as sitk
 
 from ..dataset_format import REPORT_FILENAME, scale_names, write_dataset_json, write_json_atomic
 from ..errors import InputError, warn
+from ..io.files import dataset_id_lock
+from ..io.images import Geometry, link_or_copy, write_array, write_image
 from ..validation import check_n_scales, check_quantile_levels, check_thresholds
-from .files import dataset_id_lock
-from .image_io import Geometry, link_or_copy, write_array, write_image
 from .labels import LabelPlan
 from .parallel import run_parallel
 from .paths import check_target_free, raw_root, split_dataset_name

@@ -9,11 +9,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..conversion.files import atomic_write, check_outputs_apart, check_writable_folder, make_folder, write_text_atomic
 from ..conversion.parallel import run_parallel
 from ..errors import InputError, warn
+from ..io.files import atomic_write, check_outputs_apart, check_writable_folder, make_folder, write_text_atomic
+from ..io.segmentations import read_segmentation
 from .aggregate import summarize
-from .io import check_same_geometry, find_cases, match_cases, read_segmentation
+from .io import check_same_geometry, find_cases, match_cases
 from .labels import LabelSpec, labels_from_dataset_json
 from .metrics import VESSEL_METRIC_KEYS, vessel_metrics
 from .per_scale import scale_metrics

@@ -1,4 +1,8 @@
-"""Reading and writing volumes with SimpleITK, keeping their geometry."""
+"""Reading and writing volumes with SimpleITK, keeping their geometry.
+
+Every file is checked to be complete (:func:`check_complete`) before anything reads it, and
+every write is read back before it is renamed into place (:func:`write_checked`).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from .files import atomic_write, os_error_message
 
 #: File endings SimpleITK reads and writes as 3D volumes (what this package converts).
 SITK_FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".nhdr")
@@ -108,7 +113,7 @@ def check_complete(path: Path | str) -> None:
     Traceback (most recent call last):
     ...
     nnunet_aux.errors.InputError: .../x.nii.gz is truncated or corrupt (Compressed file ended before the end-of-stream marker was reached)
-    """
+    """  # noqa: E501 (the doctest shows the message as it comes)
     path = Path(path)
     if not path.is_file():
         raise InputError(f"missing file {path}")
@@ -231,7 +236,8 @@ def quiet_itk() -> Iterator[None]:
         sitk.ProcessObject.SetGlobalWarningDisplay(previous)
 
 
-def positive_spacing(spacing: Sequence[float], direction: Sequence[float]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def positive_spacing(spacing: Sequence[float],
+                     direction: Sequence[float]) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Spacing and direction with every voxel size positive: a negative size flips its axis instead.
 
     ITK's full read of a NIfTI with a negative ``pixdim`` gives the positive size and a
@@ -255,6 +261,12 @@ def positive_spacing(spacing: Sequence[float], direction: Sequence[float]) -> tu
     return tuple(spacing), tuple(float(v) for v in flat)
 
 
+def read_error(path: Path | str, error: RuntimeError) -> InputError:
+    """``cannot read FILE: reason`` from the last line of a SimpleITK (ITK) exception."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return InputError(f"cannot read {path}: {lines[-1] if lines else 'unreadable'}")
+
+
 def _check_spacing_read(path: Path, spacing: Sequence[float]) -> None:
     if not all(np.isfinite(spacing)) or any(v == 0 for v in spacing):
         raise InputError(f"{path}: voxel size {tuple(spacing)} mm; every voxel size must be a finite non-zero number")
@@ -275,8 +287,7 @@ def read_geometry(path: Path | str, ndim: int | None = 3) -> Geometry:
         with quiet_itk():
             reader.ReadImageInformation()
     except RuntimeError as e:
-        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
-        raise InputError(f"cannot read {path}: {lines[-1] if lines else 'unreadable'}") from None
+        raise read_error(path, e) from None
     if ndim is not None and reader.GetDimension() != ndim:
         raise InputError(f"{path}: expected a {ndim}D volume, got {reader.GetDimension()}D")
     if reader.GetNumberOfComponents() != 1:
@@ -300,7 +311,7 @@ def read_image(path: Path | str, finite: bool = True) -> sitk.Image:
         with quiet_itk():
             image = sitk.ReadImage(str(path))
     except RuntimeError as e:
-        raise InputError(f"cannot read {path}: {str(e).strip().splitlines()[-1]}") from None
+        raise read_error(path, e) from None
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{path}: expected a single-channel 3D volume, got {image.GetDimension()}D with "
                          f"{image.GetNumberOfComponentsPerPixel()} component(s) per voxel")
@@ -391,8 +402,6 @@ def write_checked(path: Path | str, write: Callable[[str], None]) -> None:
     :class:`~nnunet_aux.errors.InputError` naming the file. Messages the C libraries print
     on stderr meanwhile are dropped. The file gets the umask's mode.
     """
-    from .files import atomic_write
-
     path = Path(path)
 
     def verify(tmp: str) -> None:
@@ -456,6 +465,4 @@ def link_or_copy(source: Path | str, target: Path | str, check: bool = True) -> 
         try:
             shutil.copy2(source, target)
         except OSError as e:
-            from .files import os_error_message
-
             raise InputError(os_error_message(e, target)) from None
