@@ -267,6 +267,35 @@ def _upgrade_hint(source: str) -> str:
     return f"nnunet_aux upgrade -d {int(found.group(1)) if found else 'ID'}"
 
 
+def is_region_based(labels: Mapping[str, Any]) -> bool:
+    """Whether ``labels`` declares regions (an entry of several values), as nnU-Net's ``LabelManager`` decides.
+
+    Examples
+    --------
+    >>> is_region_based({"background": 0, "vessel": [1, 2, 3], "tumour": 4}), is_region_based({"vessel": 1})
+    (True, False)
+    """
+    return any(isinstance(v, (list, tuple)) and len(v) > 1 for v in labels.values())
+
+
+def _regions_class_order(dataset_json: Mapping[str, Any], regions: Mapping[str, tuple[int, ...]], source: str,
+                         required: bool) -> list[int] | None:
+    """``regions_class_order`` as label values, one per region; None where absent and not ``required``."""
+    order = dataset_json.get("regions_class_order")
+    if order is None:
+        if required:
+            raise InputError(f"{source}: region-based labels need 'regions_class_order' with one value per "
+                             f"foreground region ({', '.join(regions)})")
+        return None
+    if not isinstance(order, (list, tuple)):
+        raise InputError(f"{source}: regions_class_order must be a list of label values, got {order!r}")
+    order = [check_label_value(v, f"{source}: regions_class_order {list(order)}: entry") for v in order]
+    if len(order) != len(regions):
+        raise InputError(f"{source}: regions_class_order {order} needs one value per foreground region "
+                         f"({', '.join(regions)})")
+    return order
+
+
 def check_regions_class_order(dataset_json: Mapping[str, Any], source: str = "dataset.json") -> None:
     """Stop when a region-based dataset.json writes a region with a value outside it.
 
@@ -284,15 +313,9 @@ def check_regions_class_order(dataset_json: Mapping[str, Any], source: str = "da
     ...                            "regions_class_order": [1, 3]})
     """
     regions = foreground_regions(dataset_json["labels"], source)
-    order = dataset_json.get("regions_class_order")
+    order = _regions_class_order(dataset_json, regions, source, required=False)
     if order is None:
         return
-    if not isinstance(order, (list, tuple)):
-        raise InputError(f"{source}: regions_class_order must be a list of label values, got {order!r}")
-    order = [check_label_value(v, f"{source}: regions_class_order {list(order)}: entry") for v in order]
-    if len(order) != len(regions):
-        raise InputError(f"{source}: regions_class_order {order} needs one value per region "
-                         f"({', '.join(regions)})")
     for (name, values), value in zip(regions.items(), order):
         if value not in values:
             readers = [n for n, v in regions.items() if value in v]
@@ -302,6 +325,57 @@ def check_regions_class_order(dataset_json: Mapping[str, Any], source: str = "da
                 f"nnU-Net's evaluation {read_as} (a dataset written by nnunet_aux 0.1); run "
                 f"`{_upgrade_hint(source)}` to rewrite its dataset.json with {written_values(dataset_json['labels'])}"
             )
+
+
+def scored_regions(dataset_json: Mapping[str, Any],
+                   source: str = "dataset.json") -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """What a prediction is scored on: region name -> (reference values, prediction values).
+
+    The foreground regions of ``labels`` in order (each label, without regions), and for the
+    multi-class variant also its structure, the union of its scale classes (which is what
+    :func:`multiclass_dataset_json` keeps the ``scales`` key for). nnU-Net writes region
+    ``i`` into a prediction as ``regions_class_order[i]``, later regions painted over earlier
+    ones, and reads a region back as the voxels whose value lies in it; the predicted mask of
+    a region is therefore the set of values written for all regions contained in it. For
+    ``{"vessel": [1, 2, 3], "tumour": 4}`` with ``[1, 4]`` (this package's datasets) that is
+    vessel 1 and tumour 4; with ``[1, 2]`` (nnunet_aux 0.1) the tumour is read from 2, so such
+    predictions are still scored right; for BraTS-style nested regions (whole tumour
+    ``[1, 2, 3]``, core ``[2, 3]``, enhancing ``[3]``, order ``[1, 2, 3]``) the whole tumour
+    is ``{1, 2, 3}``, as nnU-Net evaluates it.
+
+    Parameters
+    ----------
+    dataset_json : mapping
+        A dataset.json checked by :func:`check_dataset_json`, with ``labels``.
+    source : str, optional
+        For error messages.
+
+    Returns
+    -------
+    regions : dict of str to (tuple of int, tuple of int)
+
+    Raises
+    ------
+    InputError
+        A region-based dataset.json without ``regions_class_order`` (one value per region),
+        or a malformed ``scales`` entry (see :func:`check_scales`).
+
+    Examples
+    --------
+    >>> scored_regions({"labels": {"background": 0, "vessel": [1, 2, 3], "tumour": 4},
+    ...                 "regions_class_order": [1, 2]})
+    {'vessel': ((1, 2, 3), (1,)), 'tumour': ((4,), (2,))}
+    """
+    labels = dataset_json["labels"]
+    regions = foreground_regions(labels, source)
+    order = _regions_class_order(dataset_json, regions, source, required=True) if is_region_based(labels) else None
+    written = dict(zip(regions, ((v,) for v in order))) if order is not None else regions
+    scored = dict(regions)
+    for structure, by_name in dataset_scales(dataset_json, source).items():
+        scored.setdefault(structure, tuple(sorted(by_name.values())))
+    return {name: (values, tuple(sorted({v for other, region in regions.items() if set(region) <= set(values)
+                                         for v in written[other]})))
+            for name, values in scored.items()}
 
 
 def upgrade_dataset_json(dataset_json: Mapping[str, Any], source: str = "dataset.json") -> tuple[dict, bool]:
@@ -455,8 +529,9 @@ def read_scale_spec(dataset_json: Mapping[str, Any], source: str = "dataset.json
     Raises
     ------
     InputError
-        (a ``ValueError``) when the ``"scales"`` key is missing or malformed, or a scale
-        label is not among the dataset's labels.
+        (a ``ValueError``) when the ``"scales"`` key is missing or malformed (see
+        :func:`check_scales`), names other than one structure or fewer than two scales, or
+        the structure's region is not exactly its scale labels.
 
     Examples
     --------
@@ -469,78 +544,115 @@ def read_scale_spec(dataset_json: Mapping[str, Any], source: str = "dataset.json
     if isinstance(dataset_json, Mapping) and not isinstance(dataset_json.get("labels", {}), Mapping):
         raise InputError(f"{source} has no 'labels' object; it is not an nnU-Net dataset.json")
     check_dataset_json(dataset_json, source)
-    structure, scale_labels, names = _read_scales_entry(dataset_json, source)
-    labels = dataset_json["labels"]
-    regions, ignore_label = _read_regions(labels, scale_labels, structure, source)
-    multiclass = structure not in labels
-    order = dataset_json.get("regions_class_order")
-    if multiclass:
-        _check_multiclass_scale_classes(labels, structure, scale_labels, names, source)
-    else:
-        if tuple(sorted(regions.get(structure, ()))) != scale_labels:
-            raise InputError(
-                f"{source}: label {structure!r} is {list(regions.get(structure, ()))} but its scales are "
-                f"{list(scale_labels)}; the structure's region must hold exactly its scale labels"
-            )
-        if order is None:
-            raise InputError(f"{source}: region-based labels need 'regions_class_order'")
-        check_regions_class_order(dataset_json, source)
-    return ScaleSpec(
-        structure=str(structure),
-        scale_labels=scale_labels,
-        scale_names=names,
-        regions=regions,
-        regions_class_order=None if order is None else tuple(int(v) for v in order),
-        ignore_label=ignore_label,
-        multiclass=multiclass,
-    )
-
-
-def _read_scales_entry(dataset_json: Mapping[str, Any], source: str) -> tuple[str, tuple[int, ...], tuple[str, ...]]:
-    """The ``"scales"`` entry: its structure, and its scale labels and names sorted by value."""
     if SCALES_KEY not in dataset_json:
         raise InputError(
             f"{source} has no {SCALES_KEY!r} entry, so it is not a scale-decomposed dataset "
             f"(run `nnunet_aux decompose` to make one)"
         )
-    scales = dataset_json[SCALES_KEY]
-    if not isinstance(scales, Mapping) or len(scales) != 1:
-        raise InputError(
-            f"{source}: {SCALES_KEY!r} must map exactly one structure to its scales, "
-            f"e.g. {{'vessel': {{'small': 1, 'medium': 2, 'large': 3}}}}; got {scales!r}"
-        )
+    scales = dataset_scales(dataset_json, source)
+    if len(scales) != 1:
+        raise InputError(_scales_shape_message(source, dataset_json[SCALES_KEY]))
     (structure, by_name), = scales.items()
-    if not isinstance(by_name, Mapping) or len(by_name) < 2:
+    if len(by_name) < 2:
         raise InputError(f"{source}: {SCALES_KEY}[{structure!r}] must map at least two scale names to labels")
-    # The file lists scales smallest first; sort by value to be robust to reordering.
-    pairs = sorted(((_label_values(v, n, source), n) for n, v in by_name.items()), key=lambda p: p[0])
-    if any(len(v) != 1 for v, _ in pairs):
-        raise InputError(f"{source}: each scale of {structure!r} must be a single label value")
-    return structure, tuple(v[0] for v, _ in pairs), tuple(n for _, n in pairs)
+    labels = dataset_json["labels"]
+    regions = foreground_regions(labels, source)
+    scale_labels = tuple(by_name.values())
+    multiclass = structure not in regions
+    if not multiclass:
+        if tuple(sorted(regions[structure])) != scale_labels:
+            raise InputError(
+                f"{source}: label {structure!r} is {list(regions[structure])} but its scales are "
+                f"{list(scale_labels)}; the structure's region must hold exactly its scale labels"
+            )
+        _regions_class_order(dataset_json, regions, source, required=True)
+        check_regions_class_order(dataset_json, source)
+    order = dataset_json.get("regions_class_order")
+    return ScaleSpec(
+        structure=str(structure),
+        scale_labels=scale_labels,
+        scale_names=tuple(by_name),
+        regions=regions,
+        regions_class_order=None if order is None else tuple(int(v) for v in order),
+        ignore_label=_label_values(labels["ignore"], "ignore", source)[0] if "ignore" in labels else None,
+        multiclass=multiclass,
+    )
 
 
-def _read_regions(labels: Mapping[str, Any], scale_labels: tuple[int, ...], structure: str,
-                  source: str) -> tuple[dict[str, tuple[int, ...]], int | None]:
-    """Foreground regions of ``labels`` and the ignore label; every scale label must be among them."""
-    ignore_label = None
-    regions: dict[str, tuple[int, ...]] = {}
-    all_values: set[int] = set()
-    for label_name, value in labels.items():
-        values = _label_values(value, label_name, source)
-        if label_name == "ignore":
-            ignore_label = values[0]
-            continue
-        all_values.update(values)
-        if values == (0,) or label_name == "background":
-            continue
-        regions[label_name] = values
-    missing = [v for v in scale_labels if v not in all_values or v == 0]
-    if missing:
-        raise InputError(
-            f"{source}: scale label(s) {missing} of {structure!r} are not among the labels "
-            f"{sorted(all_values)}"
-        )
-    return regions, ignore_label
+def _scales_shape_message(source: str, scales: Any) -> str:
+    return (f"{source}: {SCALES_KEY!r} must map exactly one structure to its scales, "
+            f"e.g. {{'vessel': {{'small': 1, 'medium': 2, 'large': 3}}}}; got {scales!r}")
+
+
+def dataset_scales(dataset_json: Mapping[str, Any], source: str = "dataset.json") -> dict[str, dict[str, int]]:
+    """The scale labels of a dataset.json: structure -> {scale name: label value}, smallest first.
+
+    ``{}`` for a dataset.json without a ``scales`` entry; otherwise checked by :func:`check_scales`.
+
+    Examples
+    --------
+    >>> dataset_scales(make_scale_dataset_json(4, 2))
+    {'vessel': {'small': 1, 'large': 2}}
+    """
+    if SCALES_KEY not in dataset_json:
+        return {}
+    return check_scales(dataset_json[SCALES_KEY], dataset_json["labels"], source)
+
+
+def check_scales(scales: Any, labels: Mapping[str, Any], source: str = "dataset.json") -> dict[str, dict[str, int]]:
+    """Check a ``scales`` entry against ``labels``; the one reading of it (dataset.json or ``--scales``).
+
+    Each structure maps scale names to single label values of ``labels``. For a
+    region-based (or plain) dataset the values must lie in the structure's region; in the
+    multi-class variant, where the structure is no label, they must be the values of its
+    classes ``<structure>_<scale name>``.
+
+    Parameters
+    ----------
+    scales : any
+        The ``scales`` entry.
+    labels : mapping
+        The ``labels`` entry of the same dataset.json.
+    source : str, optional
+        For error messages.
+
+    Returns
+    -------
+    scales : dict of str to dict of str to int
+        Per structure its scales sorted by value (the file lists them smallest first; sorting
+        makes a reordered file read the same).
+
+    Raises
+    ------
+    InputError
+        Naming the file, the structure and the values that do not fit.
+    """
+    if not isinstance(scales, Mapping):
+        raise InputError(_scales_shape_message(source, scales))
+    regions = foreground_regions(labels, source)
+    declared = sorted({v for name, value in labels.items() if name != "ignore"
+                       for v in _label_values(value, name, source)})
+    out: dict[str, dict[str, int]] = {}
+    for structure, by_name in scales.items():
+        if not isinstance(by_name, Mapping) or not by_name:
+            raise InputError(f"{source}: {SCALES_KEY}[{structure!r}] must map scale names to label values, "
+                             f"got {by_name!r}")
+        pairs = sorted(((_label_values(v, n, source), str(n)) for n, v in by_name.items()), key=lambda p: p[0])
+        if any(len(v) != 1 for v, _ in pairs):
+            raise InputError(f"{source}: each scale of {structure!r} must be a single label value")
+        values, names = tuple(v[0] for v, _ in pairs), tuple(n for _, n in pairs)
+        missing = [v for v in values if v not in declared or v == 0]
+        if missing:
+            raise InputError(f"{source}: scale label(s) {missing} of {structure!r} are not among the labels {declared}")
+        if structure in regions:
+            outside = sorted(set(values) - set(regions[structure]))
+            if outside:
+                raise InputError(f"{source}: scale values {outside} are not values of region {structure!r} "
+                                 f"{list(regions[structure])}")
+        else:
+            _check_multiclass_scale_classes(labels, structure, values, names, source)
+        out[str(structure)] = dict(zip(names, values))
+    return out
 
 
 def _check_multiclass_scale_classes(labels: Mapping[str, Any], structure: str, scale_labels: tuple[int, ...],
@@ -552,7 +664,7 @@ def _check_multiclass_scale_classes(labels: Mapping[str, Any], structure: str, s
     if wrong:
         raise InputError(
             f"{source}: {SCALES_KEY}[{structure!r}] names {', '.join(wrong)}, but {structure!r} is not a "
-            f"label and the labels {', '.join(f'{structure}_{n}' for n in names)} do not hold these "
+            f"foreground label and the labels {', '.join(f'{structure}_{n}' for n in names)} do not hold these "
             f"values; the scales must be the values of the {structure!r} region"
         )
 

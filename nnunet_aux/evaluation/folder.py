@@ -15,7 +15,7 @@ from ..io.files import atomic_write, check_outputs_apart, check_writable_folder,
 from ..io.segmentations import read_segmentation
 from .aggregate import summarize
 from .io import check_same_geometry, find_cases, match_cases
-from .labels import LabelSpec, labels_from_dataset_json
+from .labels import LabelSpec, label_specs, labels_from_dataset_json
 from .metrics import VESSEL_METRIC_KEYS, vessel_metrics
 from .per_scale import scale_metrics
 
@@ -48,10 +48,7 @@ def _label_specs(
 ) -> tuple[list[LabelSpec], str]:
     if labels is not None:
         if isinstance(labels, Mapping):
-            specs = []
-            for name, value in labels.items():
-                values = tuple(int(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
-                specs.append(LabelSpec(str(name), values, values))
+            specs = label_specs(labels)
         else:
             specs = list(labels)
             if not all(isinstance(s, LabelSpec) for s in specs):

@@ -5,25 +5,16 @@ Two sources:
 - ``--labels vessel=1 tumour=2`` (:func:`parse_label_arguments`): the same values in
   reference and prediction; ``vessel=1,2,3`` is a region (the union of the values), as in
   nnU-Net's own evaluation.
-- an nnU-Net ``dataset.json`` (:func:`labels_from_dataset_json`). Without regions, each
-  foreground label has the same value in reference and prediction. With regions (a label
-  whose value is a list of several values) nnU-Net writes region ``i`` (the ``i``-th
-  foreground entry of ``labels``) into the prediction as ``regions_class_order[i]``, later
-  regions painted over earlier ones. The predicted mask of a region is therefore the set
-  of prediction values of all regions contained in it: for
-  ``{"vessel": [1, 2, 3], "tumour": 4}`` with ``regions_class_order: [1, 4]`` (this
-  package's datasets) the vessel is prediction value 1 and the tumour prediction value 4;
-  with ``[1, 2]`` (datasets of nnunet_aux 0.1, which nnU-Net's own evaluation misreads) the
-  tumour is read from value 2, so these are still scored right; for BraTS-style nested regions
-  (whole tumour ``[1, 2, 3]``, core ``[2, 3]``, enhancing ``[3]``, order ``[1, 2, 3]``)
-  the whole tumour is prediction values ``{1, 2, 3}``, as nnU-Net evaluates it.
+- an nnU-Net ``dataset.json`` (:func:`labels_from_dataset_json`), read through
+  :mod:`nnunet_aux.dataset_format`, the one reading of the dataset contract: its regions and
+  the values nnU-Net writes them with (:func:`~nnunet_aux.dataset_format.scored_regions`),
+  and its ``scales`` key (:func:`~nnunet_aux.dataset_format.dataset_scales`), e.g.
+  ``"scales": {"vessel": {"small": 1, "medium": 2, "large": 3}}``, which names the reference
+  values of a region that carry its vessel scales; those regions also get per-scale recall
+  and Dice (:func:`nnunet_aux.evaluation.per_scale.scale_metrics`).
 
-The package's ``scales`` key of dataset.json, e.g.
-``"scales": {"vessel": {"small": 1, "medium": 2, "large": 3}}``, names the reference
-values of a region that carry its vessel scales; those regions also get per-scale
-recall and Dice (:func:`nnunet_aux.evaluation.per_scale.scale_metrics`). With
-``--labels``, ``--scales vessel:small=1,medium=2,large=3`` (:func:`parse_scale_arguments`,
-:func:`with_scales`) does the same.
+With ``--labels``, ``--scales vessel:small=1,medium=2,large=3`` (:func:`parse_scale_arguments`,
+:func:`with_scales`) does the same, checked by :func:`~nnunet_aux.dataset_format.check_scales`.
 """
 
 from __future__ import annotations
@@ -32,7 +23,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from ..dataset_format import check_dataset_json, check_scales, dataset_scales, load_dataset_json, scored_regions
 from ..errors import InputError
+from ..validation import check_label_value
 
 
 @dataclass(frozen=True)
@@ -64,16 +57,40 @@ class LabelSpec:
         return out
 
 
-def _as_values(name: str, value: Any) -> tuple[int, ...]:
-    values = value if isinstance(value, (list, tuple)) else [value]
-    out = []
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise InputError(f"label {name!r} must have non-negative integer values, got {value!r}")
-        out.append(int(v))
-    if not out:
-        raise InputError(f"label {name!r} has no values")
-    return tuple(out)
+def label_specs(labels: Mapping[str, Any], what: str = "labels") -> list[LabelSpec]:
+    """Label specs from ``{name: value or values}``, the same values in reference and prediction.
+
+    Parameters
+    ----------
+    labels : mapping
+        Name to a label value or a list of them (a region).
+    what : str, optional
+        Where they come from, for messages (``"--labels"``).
+
+    Returns
+    -------
+    labels : list of LabelSpec
+
+    Raises
+    ------
+    InputError
+        A value that is no label value (:func:`~nnunet_aux.validation.check_label_value`), a
+        label without values, or no labels at all.
+
+    Examples
+    --------
+    >>> [(s.name, s.prediction_values) for s in label_specs({"vessel": [1, 2], "tumour": 3})]
+    [('vessel', (1, 2)), ('tumour', (3,))]
+    """
+    specs = []
+    for name, value in labels.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if not values:
+            raise InputError(f"{what}: label {name!r} has no values")
+        checked = tuple(check_label_value(v, f"{what}: label {name!r}") for v in values)
+        specs.append(LabelSpec(str(name), checked, checked))
+    _check_unique_names(specs)
+    return specs
 
 
 def parse_label_arguments(arguments: Sequence[str]) -> list[LabelSpec]:
@@ -94,19 +111,19 @@ def parse_label_arguments(arguments: Sequence[str]) -> list[LabelSpec]:
     >>> [(s.name, s.reference_values) for s in parse_label_arguments(["vessel=1,2", "tumour=3"])]
     [('vessel', (1, 2)), ('tumour', (3,))]
     """
-    specs = []
+    labels: dict[str, list[int]] = {}
     for argument in arguments:
         name, sep, value_text = argument.partition("=")
         name = name.strip()
         if not sep or not name or not value_text.strip():
             raise InputError(f"label argument {argument!r} must look like name=1 or name=1,2,3")
+        if name in labels:
+            raise InputError(f"label names must be unique, repeated: [{name!r}]")
         try:
-            values = tuple(int(v) for v in value_text.split(","))
+            labels[name] = [int(v) for v in value_text.split(",")]
         except ValueError:
             raise InputError(f"label argument {argument!r}: values must be integers") from None
-        specs.append(LabelSpec(name, _as_values(name, list(values)), _as_values(name, list(values))))
-    _check_unique_names(specs)
-    return specs
+    return label_specs(labels, "--labels")
 
 
 def _check_unique_names(specs: Sequence[LabelSpec]) -> None:
@@ -130,7 +147,9 @@ def labels_from_dataset_json(dataset_json: str | os.PathLike | Mapping[str, Any]
     Returns
     -------
     labels : list of LabelSpec
-        One per foreground label or region, in the order of ``labels``.
+        One per foreground label or region, in the order of ``labels`` (values from
+        :func:`~nnunet_aux.dataset_format.scored_regions`); for the multi-class variant also
+        its structure, the union of its scale classes, with the scales.
 
     Examples
     --------
@@ -143,8 +162,6 @@ def labels_from_dataset_json(dataset_json: str | os.PathLike | Mapping[str, Any]
     >>> specs[0].scales
     {'small': 1, 'medium': 2, 'large': 3}
     """
-    from ..dataset_format import check_dataset_json, load_dataset_json
-
     if isinstance(dataset_json, Mapping):
         content, where = check_dataset_json(dataset_json, "dataset.json", required=()), "dataset.json"
     else:
@@ -155,35 +172,9 @@ def labels_from_dataset_json(dataset_json: str | os.PathLike | Mapping[str, Any]
         raise InputError(f"{where}: no 'labels' mapping")
     if "ignore" in labels:
         raise InputError(f"{where}: an 'ignore' label is not supported by nnunet_aux evaluate")
-
-    foreground = []
-    for name, value in labels.items():
-        values = _as_values(name, value)
-        if set(values) == {0}:
-            continue  # background, as nnU-Net skips it
-        foreground.append((str(name), values))
-    has_regions = any(isinstance(v, (list, tuple)) and len(v) > 1 for v in labels.values())
-
-    if has_regions:
-        order = content.get("regions_class_order")
-        if not isinstance(order, (list, tuple)) or len(order) != len(foreground):
-            raise InputError(
-                f"{where}: region-based labels need 'regions_class_order' with one entry per "
-                f"foreground region ({len(foreground)}), got {order!r}"
-            )
-        order = [_as_values("regions_class_order", v)[0] for v in order]
-        specs = []
-        for name, values in foreground:
-            # Regions painted later overwrite earlier ones; a region's predicted mask is the
-            # union of the values of all regions contained in it.
-            predicted = tuple(
-                sorted({order[j] for j, (_, other) in enumerate(foreground) if set(other) <= set(values)})
-            )
-            specs.append(LabelSpec(name, values, predicted))
-    else:
-        specs = [LabelSpec(name, values, values) for name, values in foreground]
-
-    specs = with_scales(specs, content.get("scales") or {}, where=where)
+    scales = dataset_scales(content, where)
+    specs = [LabelSpec(name, reference, predicted, scales.get(name))
+             for name, (reference, predicted) in scored_regions(content, where).items()]
     _check_unique_names(specs)
     return specs
 
@@ -197,8 +188,11 @@ def with_scales(
     ----------
     labels : sequence of LabelSpec
     scales : mapping
-        Region name to ``{scale name: reference value}``; the values must be reference
-        values of that region.
+        Region name to ``{scale name: reference value}``, checked as a dataset.json's
+        ``scales`` entry (:func:`~nnunet_aux.dataset_format.check_scales`): the values must be
+        reference values of that region, or, for a region that is no label, of the labels
+        ``<region>_<scale name>`` (a multi-class prediction; the region is then added as their
+        union).
     where : str, optional
         Prefix of error messages.
 
@@ -213,21 +207,15 @@ def with_scales(
     >>> specs[0].scales
     {'small': 1, 'large': 2}
     """
-    if not isinstance(scales, Mapping):
-        raise InputError(f"{where}: 'scales' must map a region name to {{scale name: label value}}")
-    by_name = {s.name: s for s in labels}
-    for region, region_scales in scales.items():
-        if region not in by_name:
-            raise InputError(f"{where}: 'scales' names {region!r}, which is not a foreground label")
-        if not isinstance(region_scales, Mapping) or not region_scales:
-            raise InputError(f"{where}: scales of {region!r} must be a non-empty mapping, got {region_scales!r}")
-        scale_values = {str(k): _as_values(f"scale {k}", v)[0] for k, v in region_scales.items()}
-        outside = sorted(set(scale_values.values()) - set(by_name[region].reference_values))
-        if outside:
-            raise InputError(f"{where}: scale values {outside} are not values of region {region!r}")
-        spec = by_name[region]
-        by_name[region] = LabelSpec(spec.name, spec.reference_values, spec.prediction_values, scale_values)
-    return [by_name[s.name] for s in labels]
+    checked = check_scales(scales, {s.name: list(s.reference_values) for s in labels}, where)
+    specs = {s.name: s for s in labels}
+    for region, region_scales in checked.items():
+        spec = specs.get(region)
+        if spec is None:  # the multi-class variant's structure: the union of its scale classes
+            values = tuple(sorted(region_scales.values()))
+            spec = LabelSpec(region, values, values)
+        specs[region] = LabelSpec(spec.name, spec.reference_values, spec.prediction_values, region_scales)
+    return list(specs.values())
 
 
 def parse_scale_arguments(arguments: Sequence[str]) -> dict[str, dict[str, int]]:
