@@ -1,9 +1,11 @@
-"""Checks of the settings every entry point shares: voxel spacing, number of scales, thresholds.
+"""Checks of the settings every entry point shares: spacing, number of scales, thresholds, masks.
 
-One rule per setting, whichever door it comes in by (the library functions, the
-converters, the synthetic generator, the evaluation); a bad value raises
-:class:`~nnunet_aux.errors.InputError` naming the value, which the ``nnunet_aux`` command
-prints as one line.
+One rule and one message per setting, whichever door it comes in by (the library's public
+functions, the converters' settings, the synthetic generator, the evaluation, the command
+line): each entry point checks its input here once, and the functions it calls trust it
+(their docstrings say so). A bad value raises :class:`~nnunet_aux.errors.InputError`
+naming the setting and the value, which the ``nnunet_aux`` command prints as one line
+(exit code 2).
 """
 
 from __future__ import annotations
@@ -96,9 +98,7 @@ def check_n_scales(n_scales: int) -> int:
     """
     message = (f"n_scales (the number of scales) must be an integer of at least 2 and at most {MAX_LABEL_VALUE} "
                f"(scales are label values), got {n_scales!r}")
-    if isinstance(n_scales, bool) or not isinstance(n_scales, Real):
-        raise InputError(message)
-    if not math.isfinite(n_scales) or int(n_scales) != n_scales or not 2 <= n_scales <= MAX_LABEL_VALUE:
+    if not _is_whole(n_scales) or not 2 <= n_scales <= MAX_LABEL_VALUE:
         raise InputError(message)
     return int(n_scales)
 
@@ -139,9 +139,7 @@ def check_label_value(value: Any, what: str) -> int:
     ...
     nnunet_aux.errors.InputError: label 'vessel' is 1.7; label values must be integers from 0 to 32767
     """
-    ok = (isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-          and int(value) == value and 0 <= value <= MAX_LABEL_VALUE)
-    if not ok:
+    if not _is_whole(value) or not 0 <= value <= MAX_LABEL_VALUE:
         raise InputError(f"{what} is {value!r}; label values must be integers from 0 to {MAX_LABEL_VALUE}")
     return int(value)
 
@@ -159,7 +157,8 @@ def check_seed(seed: Any, what: str = "seed") -> int:
     return int(seed)
 
 
-def check_thresholds(thresholds: Sequence[float], n_scales: int, what: str = "thresholds") -> np.ndarray:
+def check_thresholds(thresholds: Sequence[float] | None, n_scales: int | None = None,
+                     what: str = "thresholds") -> np.ndarray:
     """Radius thresholds in mm: ``n_scales - 1`` finite numbers, ``>= 0``, non-decreasing.
 
     Equal thresholds are allowed and leave the scale between them empty: dataset-wide
@@ -167,10 +166,13 @@ def check_thresholds(thresholds: Sequence[float], n_scales: int, what: str = "th
 
     Parameters
     ----------
-    thresholds : sequence of float
-    n_scales : int
+    thresholds : sequence of float or None
+        None (not given) is refused with the number needed.
+    n_scales : int, optional
+        The number of scales they split into; None: as many as given plus one (at least
+        one threshold, two scales).
     what : str, optional
-        Their name in error messages (e.g. ``"fixed radii"``).
+        Their name in error messages (e.g. ``"radii"`` for ``--fixed-radii``).
 
     Returns
     -------
@@ -180,13 +182,25 @@ def check_thresholds(thresholds: Sequence[float], n_scales: int, what: str = "th
     --------
     >>> check_thresholds([1.5, 3], 3)
     array([1.5, 3. ])
+    >>> check_thresholds(None, 3, what="radii")
+    Traceback (most recent call last):
+    ...
+    nnunet_aux.errors.InputError: need 2 radii for 3 scales, got none
     """
-    try:
-        values = np.asarray(thresholds, dtype=np.float64).ravel()
-    except (TypeError, ValueError):
-        raise InputError(f"{what} must be numbers, got {_shown(thresholds)}") from None
-    if values.size != n_scales - 1:
-        raise InputError(f"need {n_scales - 1} {what} for {n_scales} scales, got {_shown(thresholds)}")
+    if thresholds is None:
+        values = None
+    else:
+        try:
+            values = np.asarray(thresholds, dtype=np.float64).ravel()
+        except (TypeError, ValueError):
+            raise InputError(f"{what} must be numbers, got {_shown(thresholds)}") from None
+    shown = "none" if values is None else _shown(thresholds)
+    if n_scales is None:
+        if values is None or values.size == 0:
+            raise InputError(f"need at least one of the {what} (two scales), got {shown}")
+        n_scales = check_n_scales(values.size + 1)
+    if values is None or values.size != n_scales - 1:
+        raise InputError(f"need {n_scales - 1} {what} for {n_scales} scales, got {shown}")
     if not np.all(np.isfinite(values)) or np.any(values < 0) or np.any(np.diff(values) < 0):
         raise InputError(f"{what} must be finite numbers >= 0 (mm), non-decreasing (in increasing order, equal "
                          f"values allowed), got {values.tolist()}")
@@ -210,3 +224,90 @@ def check_quantile_levels(levels: Sequence[float], n_scales: int) -> tuple[float
     if any(not 0 < v < 1 for v in values) or any(b <= a for a, b in zip(values, values[1:])):
         raise InputError(f"quantile levels must increase strictly inside (0, 1), got {list(values)}")
     return values
+
+
+def check_positive_int(value: Any, what: str) -> int:
+    """A count of at least 1 (a whole float is accepted), e.g. ``m_neighbours``.
+
+    Examples
+    --------
+    >>> check_positive_int(8.0, "m_neighbours")
+    8
+    """
+    if not _is_whole(value) or value < 1:
+        raise InputError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_non_negative(value: Any, what: str) -> float:
+    """A number ``>= 0`` (not NaN), e.g. ``min_branch_length``.
+
+    Examples
+    --------
+    >>> check_non_negative(0, "min_branch_length")
+    0.0
+    """
+    if isinstance(value, bool) or not isinstance(value, Real) or not value >= 0:
+        raise InputError(f"{what} must be a number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_choice(value: Any, choices: Sequence[str], what: str) -> str:
+    """One of a few named options.
+
+    Examples
+    --------
+    >>> check_choice("mean", ("median", "area"), "radius_estimate")
+    Traceback (most recent call last):
+    ...
+    nnunet_aux.errors.InputError: radius_estimate must be one of ('median', 'area'), got 'mean'
+    """
+    if not isinstance(value, str) or value not in choices:
+        raise InputError(f"{what} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def check_binary_mask(mask: Any, name: str = "mask", ndims: Sequence[int] = (2, 3)) -> np.ndarray:
+    """A mask as a boolean array: bool, or numbers that are all 0 or 1.
+
+    Probabilities, label values and NaN are refused, by the metrics and by the scale
+    decomposition alike: binarise explicitly (``probabilities > 0.5``, ``labels == 1``).
+
+    Parameters
+    ----------
+    mask : array_like
+    name : str, optional
+        Its name in messages (``"pred"``).
+    ndims : sequence of int, optional
+        The dimensions allowed.
+
+    Returns
+    -------
+    mask : ndarray of bool
+        ``mask`` itself when it is already boolean.
+
+    Examples
+    --------
+    >>> check_binary_mask(np.array([[0.0, 1.0]])).tolist()
+    [[False, True]]
+    """
+    array = np.asarray(mask)
+    if array.ndim not in ndims:
+        allowed = " or ".join(f"{d}D" for d in ndims)
+        raise InputError(f"{name} must be a {allowed} array, got {array.ndim}D with shape {array.shape}")
+    if array.dtype == bool:
+        return array
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise InputError(f"{name} must be boolean or numeric, got dtype {array.dtype}")
+    other = (array != 0) & (array != 1)  # NaN is neither
+    if np.any(other):
+        found = ("NaN" if np.issubdtype(array.dtype, np.floating) and np.isnan(array).any()
+                 else f"e.g. {array[other].flat[0]!r}")
+        raise InputError(f"{name} must be binary (only 0 and 1), got {found}; binarise it explicitly, e.g. "
+                         f"`probabilities > 0.5` or `labels == 1`")
+    return array != 0
+
+
+def _is_whole(value: Any) -> bool:
+    return (isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+            and int(value) == value)

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import os
 import pickle
 import shutil
 from dataclasses import asdict, dataclass, field
-from numbers import Real
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -26,7 +24,7 @@ from ..dataset_format import REPORT_FILENAME, scale_names, write_dataset_json, w
 from ..errors import InputError, warn
 from ..io.files import dataset_id_lock
 from ..io.images import Geometry, link_or_copy, write_array, write_image
-from ..validation import check_n_scales, check_quantile_levels, check_thresholds
+from ..validation import check_choice, check_n_scales, check_positive_int, check_quantile_levels, check_thresholds
 from .labels import LabelPlan
 from .parallel import run_parallel
 from .paths import check_target_free, raw_root, split_dataset_name
@@ -63,24 +61,17 @@ class DecompositionSettings:
     quantiles: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
+        # The entry point of the conversions' settings (the command line builds them too):
+        # checked here once, with the rules of nnunet_aux.validation.
         check_n_scales(self.n_scales)
-        if self.thresholds not in THRESHOLD_MODES:
-            raise InputError(f"thresholds must be one of {THRESHOLD_MODES}, got {self.thresholds!r}")
-        if not _is_whole(self.m_neighbours) or self.m_neighbours < 1:
-            raise InputError(f"m_neighbours must be a positive integer, got {self.m_neighbours!r}")
+        check_choice(self.thresholds, THRESHOLD_MODES, "thresholds")
+        check_positive_int(self.m_neighbours, "m_neighbours")
         if self.thresholds == "fixed":
-            if self.fixed_radii_mm is None:
-                raise InputError(f"fixed thresholds need {self.n_scales - 1} radii in mm for {self.n_scales} scales")
             check_thresholds(self.fixed_radii_mm, self.n_scales, what="radii")
         elif self.fixed_radii_mm is not None:
             raise InputError("fixed radii given, but the threshold mode is not 'fixed'")
         if self.quantiles is not None:
             check_quantile_levels(self.quantiles, self.n_scales)
-
-
-def _is_whole(value: Any) -> bool:
-    return (isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-            and int(value) == value)
 
 
 @dataclass

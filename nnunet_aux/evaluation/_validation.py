@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..validation import check_binary_mask
 
 
 def check_masks(*masks: np.ndarray, names: Sequence[str] | None = None) -> tuple[np.ndarray, ...]:
@@ -20,9 +21,9 @@ def check_masks(*masks: np.ndarray, names: Sequence[str] | None = None) -> tuple
     Parameters
     ----------
     *masks : ndarray
-        Masks: bool, or numeric arrays holding only 0 and 1. Probabilities, label values
-        and NaN are refused, as :func:`nnunet_aux.scales.decompose_vessels` refuses them:
-        binarise explicitly (``probabilities > 0.5``, ``labels == 1``).
+        Masks: bool, or numeric arrays holding only 0 and 1, checked by
+        :func:`nnunet_aux.validation.check_binary_mask` (the rule
+        :func:`nnunet_aux.scales.decompose_vessels` applies too).
     names : sequence of str, optional
         Names used in error messages, one per mask.
 
@@ -31,23 +32,7 @@ def check_masks(*masks: np.ndarray, names: Sequence[str] | None = None) -> tuple
     masks : tuple of ndarray of bool
     """
     names = list(names) if names is not None else [f"mask {i}" for i in range(len(masks))]
-    arrays = []
-    for name, mask in zip(names, masks):
-        array = np.asarray(mask)
-        if array.ndim not in (2, 3):
-            raise InputError(f"{name} must be a 2D or 3D array, got {array.ndim}D with shape {array.shape}")
-        if array.dtype != bool:
-            if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-                raise InputError(f"{name} must be boolean or numeric, got dtype {array.dtype}")
-            if np.any((array != 0) & (array != 1)):  # NaN is neither
-                found = "NaN" if np.issubdtype(array.dtype, np.floating) and np.isnan(array).any() else \
-                    f"e.g. {array[(array != 0) & (array != 1)].flat[0]!r}"
-                raise InputError(
-                    f"{name} must be binary (only 0 and 1), got {found}; binarise it explicitly, e.g. "
-                    f"`probabilities > 0.5` or `labels == 1`"
-                )
-            array = array != 0
-        arrays.append(array)
+    arrays = [check_binary_mask(mask, name, ndims=(2, 3)) for name, mask in zip(names, masks)]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         described = ", ".join(f"{n} {a.shape}" for n, a in zip(names, arrays))

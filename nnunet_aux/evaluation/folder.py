@@ -13,6 +13,7 @@ from ..conversion.parallel import run_parallel
 from ..errors import InputError, warn
 from ..io.files import atomic_write, check_outputs_apart, check_writable_folder, make_folder, write_text_atomic
 from ..io.segmentations import read_segmentation
+from ..validation import check_positive_int
 from .aggregate import summarize
 from .io import check_same_geometry, find_cases, match_cases
 from .labels import LabelSpec, label_specs, labels_from_dataset_json
@@ -234,9 +235,8 @@ def evaluate_folders(
     pairs = [(ref_cases[n], pred_cases[n]) for n in names]
     check_same_geometry(pairs)
 
-    num_processes = default_num_processes() if num_processes is None else int(num_processes)
-    if num_processes < 1:
-        raise InputError(f"num_processes must be at least 1, got {num_processes}")
+    num_processes = default_num_processes() if num_processes is None else check_positive_int(num_processes,
+                                                                                             "num_processes")
     tasks = [(ref_file, pred_file, specs) for ref_file, pred_file in pairs]
     # spawn, as nnU-Net does (forking a process that holds torch threads can hang); Ctrl-C
     # stops the workers without tracebacks (see nnunet_aux.conversion.parallel).

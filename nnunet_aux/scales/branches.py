@@ -9,6 +9,8 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse import csgraph
 
+from ..errors import InputError
+from ..validation import check_non_negative
 from ._voxel_graph import adjacency_edges, connected_groups
 
 
@@ -111,11 +113,18 @@ def split_branches(
     skeleton = np.asarray(skeleton, dtype=np.int64)
     radius = np.asarray(local_radius_mm, dtype=np.float64)
     if skeleton.ndim != 2 or skeleton.shape[1] != 3 or len(skeleton) == 0:
-        raise ValueError(f"skeleton must be a non-empty (k, 3) array, got shape {skeleton.shape}")
+        raise InputError(f"skeleton must be a non-empty (k, 3) array, got shape {skeleton.shape}")
     if radius.shape != (len(skeleton),):
-        raise ValueError(f"local_radius_mm must have shape ({len(skeleton)},), got {radius.shape}")
-    if not min_branch_length >= 0:
-        raise ValueError(f"min_branch_length must be >= 0, got {min_branch_length}")
+        raise InputError(f"local_radius_mm must have shape ({len(skeleton)},), got {radius.shape}")
+    min_branch_length = check_non_negative(min_branch_length, "min_branch_length")
+    return _split_branches(skeleton, radius, spacing=spacing, min_branch_length=min_branch_length,
+                           max_pruning_rounds=max_pruning_rounds)
+
+
+def _split_branches(skeleton: np.ndarray, radius: np.ndarray, *, spacing: Sequence[float], min_branch_length: float,
+                    max_pruning_rounds: int = 10) -> SkeletonBranches:
+    """:func:`split_branches`; inputs are trusted (validated by :func:`split_branches` or
+    :func:`~nnunet_aux.scales.decompose_vessels`: a non-empty int64 (k, 3) skeleton, float radii)."""
     spacing_arr = np.asarray(spacing, dtype=np.float64)
     local = skeleton - skeleton.min(axis=0)
     first, second = adjacency_edges(local, tuple(local.max(axis=0) + 1))

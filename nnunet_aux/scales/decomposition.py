@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from numbers import Real
 from typing import Any, Sequence
 
 import numpy as np
@@ -12,15 +11,25 @@ from scipy.spatial import cKDTree
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..validation import check_n_scales, check_spacing, check_thresholds, label_dtype
+from ..validation import (
+    check_binary_mask,
+    check_choice,
+    check_n_scales,
+    check_non_negative,
+    check_positive_int,
+    check_quantile_levels,
+    check_spacing,
+    check_thresholds,
+    label_dtype,
+)
 from ._voxel_graph import adjacency_edges, connected_groups
-from .branches import split_branches
+from .branches import _split_branches
 from .cross_section import cross_section_radii
 from .moments import moment_radii
-from .radius import RADIUS_CORRECTIONS, centreline_directions, local_radii
+from .radius import RADIUS_CORRECTIONS, _local_radii, centreline_directions
 from .skeleton import component_centreline
 from .surface import surface_flags
-from .thresholds import quantile_thresholds, scale_of_radius
+from .thresholds import _default_quantiles, _scale_of, _thresholds_at
 
 #: Branch radius estimates understood by :func:`decompose_vessels`.
 RADIUS_ESTIMATES = ("min_area_moments", "area", "moments", "median")
@@ -218,8 +227,9 @@ def decompose_vessels(
 
     Raises
     ------
-    ValueError
-        If the mask is not 3D or not binary, or a setting is out of range.
+    InputError
+        (a ``ValueError``) if the mask is not 3D or not binary, or a setting is out of
+        range; the settings are checked here once, by :mod:`nnunet_aux.validation`.
 
     References
     ----------
@@ -244,24 +254,19 @@ def decompose_vessels(
     >>> int(result.labels[15, 7, 8]), int(result.labels[15, 16, 26])
     (1, 2)
     """
-    mask = _check_mask(mask)
+    # The entry point: every setting is checked here, once; the steps below trust them.
+    mask = check_binary_mask(mask, "mask", ndims=(3,))
     spacing = check_spacing(spacing)
     n_scales = check_n_scales(n_scales)
     if thresholds is not None and quantiles is not None:
-        raise ValueError("give either fixed thresholds or quantile levels, not both")
+        raise InputError("give either fixed thresholds or quantile levels, not both")
     fixed = None if thresholds is None else check_thresholds(thresholds, n_scales)
-    if quantiles is not None:
-        quantile_thresholds([], n_scales, quantiles)  # validates the levels early
-    if radius_estimate not in RADIUS_ESTIMATES:
-        raise ValueError(f"radius_estimate must be one of {RADIUS_ESTIMATES}, got {radius_estimate!r}")
-    if nearest_skeleton not in NEAREST_SKELETON:
-        raise ValueError(f"nearest_skeleton must be one of {NEAREST_SKELETON}, got {nearest_skeleton!r}")
-    if radius_correction not in RADIUS_CORRECTIONS:
-        raise ValueError(f"radius_correction must be one of {RADIUS_CORRECTIONS}, got {radius_correction!r}")
-    if isinstance(m_neighbours, bool) or int(m_neighbours) != m_neighbours or m_neighbours < 1:
-        raise ValueError(f"m_neighbours must be a positive integer, got {m_neighbours}")
-    if not (isinstance(min_branch_length, Real) and min_branch_length >= 0):
-        raise ValueError(f"min_branch_length must be a number >= 0, got {min_branch_length}")
+    levels = _default_quantiles(n_scales) if quantiles is None else check_quantile_levels(quantiles, n_scales)
+    check_choice(radius_estimate, RADIUS_ESTIMATES, "radius_estimate")
+    check_choice(nearest_skeleton, NEAREST_SKELETON, "nearest_skeleton")
+    check_choice(radius_correction, RADIUS_CORRECTIONS, "radius_correction")
+    m_neighbours = check_positive_int(m_neighbours, "m_neighbours")
+    min_branch_length = check_non_negative(min_branch_length, "min_branch_length")
 
     shape = mask.shape
     flat = np.flatnonzero(mask)
@@ -275,8 +280,8 @@ def decompose_vessels(
     members_of = np.split(np.argsort(component, kind="stable"), np.cumsum(np.bincount(component))[:-1])
     for members in tqdm(members_of if n_components else [], desc="vessel components", disable=not progress):
         branch, radius, length = _decompose_component(
-            coords[members], on_surface[members], shape, spacing, int(m_neighbours), radius_estimate,
-            radius_correction, float(min_branch_length), nearest_skeleton)
+            coords[members], on_surface[members], shape, spacing, m_neighbours, radius_estimate,
+            radius_correction, min_branch_length, nearest_skeleton)
         voxel_branch[members] = branch + n_branches
         n_branches += radius.size
         radii.append(radius)
@@ -284,7 +289,7 @@ def decompose_vessels(
     branch_radius = np.concatenate(radii)
     branch_length = np.concatenate(lengths)
 
-    thresholds_mm = fixed if fixed is not None else quantile_thresholds(branch_radius, n_scales, quantiles)
+    thresholds_mm = fixed if fixed is not None else _thresholds_at(branch_radius, levels)
     branch_ids = _zeros_for_scattered_writes(shape, np.int32)
     branch_ids.reshape(-1)[flat] = voxel_branch + 1
     radius_mm = _zeros_for_scattered_writes(shape, np.float32)
@@ -292,8 +297,9 @@ def decompose_vessels(
     n_voxels = np.bincount(voxel_branch, minlength=n_branches)
     unscaled = tuple(Branch(id=i + 1, n_voxels=int(n_voxels[i]), length_mm=float(branch_length[i]),
                             radius_mm=float(branch_radius[i]), scale=0) for i in range(n_branches))
-    result = ScaleDecomposition(labels=np.zeros(shape, dtype=label_dtype(n_scales)), radius_mm=radius_mm, branch_ids=branch_ids,
-                                thresholds_mm=thresholds_mm, branches=unscaled, n_scales=n_scales, spacing=spacing)
+    result = ScaleDecomposition(labels=np.zeros(shape, dtype=label_dtype(n_scales)), radius_mm=radius_mm,
+                                branch_ids=branch_ids, thresholds_mm=thresholds_mm, branches=unscaled,
+                                n_scales=n_scales, spacing=spacing)
     return _with_scales(result, thresholds_mm, vessel=flat)
 
 
@@ -327,25 +333,23 @@ def assign_scales(result: ScaleDecomposition, thresholds_mm: Sequence[float]) ->
     (1, 3)
     """
     if not isinstance(result, ScaleDecomposition):
-        raise ValueError(f"result must be a ScaleDecomposition, got {type(result).__name__}")
-    return _with_scales(result, thresholds_mm)
+        raise InputError(f"result must be a ScaleDecomposition, got {type(result).__name__}")
+    return _with_scales(result, check_thresholds(thresholds_mm))
 
 
-def _with_scales(result: ScaleDecomposition, thresholds_mm: Sequence[float],
+def _with_scales(result: ScaleDecomposition, thresholds: np.ndarray,
                  vessel: np.ndarray | None = None) -> ScaleDecomposition:
-    """``result`` labelled with ``thresholds_mm``; ``vessel``: flat indices of its vessel voxels, if known."""
-    thresholds = np.asarray(thresholds_mm, dtype=np.float64).ravel()
-    if thresholds.size == 0:
-        raise ValueError("need at least one threshold (two scales)")
+    """``result`` labelled with ``thresholds``; ``vessel``: flat indices of its vessel voxels, if known.
+
+    Inputs are trusted: validated by :func:`decompose_vessels` or :func:`assign_scales`.
+    """
     n_scales = thresholds.size + 1
-    thresholds = check_thresholds(thresholds, n_scales)
-    branch_scale = scale_of_radius(result.branch_radii_mm, thresholds)
-    dtype = label_dtype(n_scales)  # uint8; uint16 beyond 255 scales, which would wrap in uint8
-    lookup = np.concatenate([[0], branch_scale]).astype(dtype)
+    branch_scale = _scale_of(result.branch_radii_mm, thresholds)  # uint8; uint16 beyond 255 scales
+    lookup = np.concatenate([[0], branch_scale]).astype(branch_scale.dtype)
     branch_ids = result.branch_ids.reshape(-1)
     if vessel is None:
         vessel = np.flatnonzero(branch_ids)
-    labels = _zeros_for_scattered_writes(result.branch_ids.shape, dtype)
+    labels = _zeros_for_scattered_writes(result.branch_ids.shape, branch_scale.dtype)
     labels.reshape(-1)[vessel] = lookup[branch_ids[vessel]]
     branches = tuple(dataclasses.replace(b, scale=int(s)) for b, s in zip(result.branches, branch_scale))
     return dataclasses.replace(result, labels=labels, thresholds_mm=thresholds, branches=branches, n_scales=n_scales)
@@ -384,7 +388,10 @@ def _decompose_component(
     min_branch_length: float,
     nearest_skeleton: str,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Branch index per voxel, branch radii and lengths of one connected component."""
+    """Branch index per voxel, branch radii and lengths of one connected component.
+
+    Inputs are trusted: validated by :func:`decompose_vessels`.
+    """
     spacing_arr = np.asarray(spacing)
     skeleton = component_centreline(coords, spacing=spacing)
     surface = coords[on_surface]
@@ -394,9 +401,9 @@ def _decompose_component(
         surface = coords[np.any((coords == 0) | (coords == np.asarray(shape) - 1), axis=1)]
     skeleton_mm = skeleton * spacing_arr
     directions = centreline_directions(skeleton_mm, reach_mm=CENTRELINE_REACH_VOXELS * spacing_arr.max())
-    sigma = local_radii(skeleton_mm, surface * spacing_arr, spacing=spacing, m_neighbours=m_neighbours,
+    sigma = _local_radii(skeleton_mm, surface * spacing_arr, spacing=spacing, m_neighbours=m_neighbours,
                         correction=radius_correction, directions=directions)
-    split = split_branches(skeleton, sigma, spacing=spacing, min_branch_length=min_branch_length)
+    split = _split_branches(skeleton, sigma, spacing=spacing, min_branch_length=min_branch_length)
     kept = split.branch >= 0
     targets = np.flatnonzero(kept & ~split.junction if nearest_skeleton == "chains" else kept)
     if targets.size == 0:
@@ -415,16 +422,3 @@ def _decompose_component(
         radius[measured] = (spread[measured] if radius_estimate == "moments"
                             else np.minimum(spread[measured], radius[measured]))
     return voxel_branch, radius, split.length_mm
-
-
-def _check_mask(mask: np.ndarray) -> np.ndarray:
-    mask = np.asarray(mask)
-    if mask.ndim != 3:
-        raise InputError(f"mask must be a 3D array, got {mask.ndim} dimensions with shape {mask.shape}")
-    if mask.dtype == bool:
-        return mask
-    if not (np.issubdtype(mask.dtype, np.integer) or np.issubdtype(mask.dtype, np.floating)):
-        raise InputError(f"mask must be bool or numeric, got dtype {mask.dtype}")
-    if np.any((mask != 0) & (mask != 1)):  # NaN is neither; same policy as the evaluation's masks
-        raise InputError("mask must be binary (only 0 and 1); for a label map pass e.g. `labels == vessel_label`")
-    return mask != 0

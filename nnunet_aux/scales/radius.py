@@ -7,6 +7,9 @@ from typing import Sequence
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ..errors import InputError
+from ..validation import check_choice, check_positive_int
+
 #: Sub-voxel corrections understood by :func:`local_radii`.
 RADIUS_CORRECTIONS = ("none", "half_voxel", "outer_face")
 
@@ -151,15 +154,21 @@ def local_radii(
     >>> local_radii(np.zeros((1, 3)), surface, correction="none", directions=along)
     array([1.])
     """
+    check_choice(correction, RADIUS_CORRECTIONS, "correction")
+    m_neighbours = check_positive_int(m_neighbours, "m_neighbours")
+    if np.asarray(surface_mm).size == 0:
+        raise InputError("need at least one surface voxel")
+    return _local_radii(centres_mm, surface_mm, spacing=spacing, m_neighbours=m_neighbours, correction=correction,
+                        directions=directions)
+
+
+def _local_radii(centres_mm: np.ndarray, surface_mm: np.ndarray, *, spacing: Sequence[float], m_neighbours: int,
+                 correction: str, directions: np.ndarray | None) -> np.ndarray:
+    """:func:`local_radii`; inputs are trusted (validated by :func:`local_radii` or
+    :func:`~nnunet_aux.scales.decompose_vessels`; at least one surface voxel)."""
     centres = np.asarray(centres_mm, dtype=np.float64).reshape(-1, 3)
     surface = np.asarray(surface_mm, dtype=np.float64).reshape(-1, 3)
     spacing_arr = np.asarray(spacing, dtype=np.float64)
-    if correction not in RADIUS_CORRECTIONS:
-        raise ValueError(f"correction must be one of {RADIUS_CORRECTIONS}, got {correction!r}")
-    if int(m_neighbours) != m_neighbours or m_neighbours < 1:
-        raise ValueError(f"m_neighbours must be a positive integer, got {m_neighbours}")
-    if len(surface) == 0:
-        raise ValueError("need at least one surface voxel")
     if len(centres) == 0:
         return np.zeros(0)
     k = int(min(m_neighbours, len(surface)))

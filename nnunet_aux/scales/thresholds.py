@@ -39,7 +39,11 @@ def default_quantiles(n_scales: int) -> tuple[float, ...]:
     >>> default_quantiles(2)
     (0.5,)
     """
-    n_scales = check_n_scales(n_scales)
+    return _default_quantiles(check_n_scales(n_scales))
+
+
+def _default_quantiles(n_scales: int) -> tuple[float, ...]:
+    """:func:`default_quantiles`; inputs are trusted (validated by the public function that calls it)."""
     if n_scales == 2:
         return (0.5,)
     return tuple(float(q) for q in np.linspace(0.25, 0.75, n_scales - 1))
@@ -77,10 +81,21 @@ def quantile_thresholds(
     >>> quantile_thresholds([1, 2, 3, 4, 5], n_scales=3)
     array([2., 4.])
     """
-    levels = default_quantiles(n_scales) if quantiles is None else check_quantile_levels(quantiles, n_scales)
+    n_scales = check_n_scales(n_scales)
+    levels = _default_quantiles(n_scales) if quantiles is None else check_quantile_levels(quantiles, n_scales)
+    return _thresholds_at(radii_mm, levels)
+
+
+def _thresholds_at(radii_mm: Sequence[float] | np.ndarray, levels: Sequence[float]) -> np.ndarray:
+    """:func:`quantile_thresholds` at checked quantile levels (0 for every level without radii).
+
+    Inputs are trusted: validated by :func:`quantile_thresholds` and
+    :func:`~nnunet_aux.scales.decompose_vessels` (levels by
+    :func:`~nnunet_aux.validation.check_quantile_levels`).
+    """
     radii = np.asarray(radii_mm, dtype=np.float64).ravel()
     if radii.size == 0:
-        return np.zeros(n_scales - 1)
+        return np.zeros(len(levels))
     return np.quantile(radii, levels)
 
 
@@ -107,6 +122,14 @@ def scale_of_radius(radius_mm: np.ndarray | float, thresholds_mm: Sequence[float
     >>> scale_of_radius([0.5, 2.0, 3.0, 9.0], [2.0, 4.0])
     array([1, 2, 2, 3], dtype=uint8)
     """
-    t = np.asarray(thresholds_mm, dtype=np.float64).ravel()
-    t = check_thresholds(t, t.size + 1)
-    return (np.digitize(np.asarray(radius_mm, dtype=np.float64), t, right=False) + 1).astype(label_dtype(t.size + 1))
+    return _scale_of(radius_mm, check_thresholds(thresholds_mm))
+
+
+def _scale_of(radius_mm: np.ndarray | float, thresholds_mm: np.ndarray) -> np.ndarray:
+    """:func:`scale_of_radius` with checked thresholds.
+
+    Inputs are trusted: validated by :func:`scale_of_radius`, :func:`~nnunet_aux.scales.assign_scales`
+    or :func:`~nnunet_aux.scales.decompose_vessels` (:func:`~nnunet_aux.validation.check_thresholds`).
+    """
+    dtype = label_dtype(thresholds_mm.size + 1)  # uint8; uint16 beyond 255 scales, which would wrap in uint8
+    return (np.digitize(np.asarray(radius_mm, dtype=np.float64), thresholds_mm, right=False) + 1).astype(dtype)
