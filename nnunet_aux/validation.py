@@ -302,7 +302,7 @@ def check_binary_mask(mask: Any, name: str = "mask", ndims: Sequence[int] = (2, 
     other = (array != 0) & (array != 1)  # NaN is neither
     if np.any(other):
         found = ("NaN" if np.issubdtype(array.dtype, np.floating) and np.isnan(array).any()
-                 else f"e.g. {array[other].flat[0]!r}")
+                 else f"e.g. {array[other].flat[0].item()!r}")  # 0.7, not np.float64(0.7)
         raise InputError(f"{name} must be binary (only 0 and 1), got {found}; binarise it explicitly, e.g. "
                          f"`probabilities > 0.5` or `labels == 1`")
     return array != 0
