@@ -13,8 +13,9 @@ target with ``-pretrained_weights``::
     nnUNetv2_train 981 3d_fullres 0 -tr nnUNetTrainer_demo -pretrained_weights .../checkpoint_final.pth
     nnUNetv2_predict ... -d 981 -tr nnUNetTrainer_demo
 
-``nnUNetTrainer_demo`` is stock ``nnUNetTrainer`` with a training length read from the plans
-(here 1 epoch of 2 iterations): nnU-Net's own short variants run 250 iterations per epoch.
+``nnUNetTrainer_demo`` is stock ``nnUNetTrainer`` with a training length read from the environment
+(``NNUNET_AUX_OUTCOME``, here 1 epoch of 2 iterations): nnU-Net's own short variants run 250
+iterations per epoch.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.slow
 TARGET, SOURCE = 981, 982
 PLANS = "nnUNetPlans_pretrain"
 CLEF = "nnUNetTrainerCLEFPretrain_smoke"
-STOCK = "nnUNetTrainer_demo"  # stock nnUNetTrainer, training length from the plans
+STOCK = "nnUNetTrainer_demo"  # stock nnUNetTrainer, training length from the environment
 
 
 def run_together(commands, env, timeout=900):
@@ -54,13 +55,15 @@ def run_together(commands, env, timeout=900):
 def pretrained(tmp_path_factory):
     """Target (labelled, scale-decomposed) and source (its images only) datasets; CLEF pretraining done."""
     from nnunet_aux.conversion import write_synthetic_dataset
-    from nnunet_aux.demo.plans import SCHEDULE_KEY
     from nnunet_aux.demo.trainers import demo_trainer_path
     from nnunet_aux.training import trainer_path
+    from nnunet_aux.training.schedule import schedule_environment
 
     root = tmp_path_factory.mktemp("clef")
     env = nnunet_env(root, OMP_NUM_THREADS="1", nnUNet_def_n_proc="1",
                      nnUNet_extTrainer=os.pathsep.join((trainer_path(), demo_trainer_path())))
+    env.update(schedule_environment({"num_epochs": 1, "num_iterations_per_epoch": 2,
+                                     "num_val_iterations_per_epoch": 1}))
     target_raw = write_synthetic_dataset(TARGET, n_train=4, n_test=1, shape=(32, 48, 48), spacing=(1.5, 1.0, 1.0),
                                          seed=5, raw_root=env["nnUNet_raw"], true_scales=True, progress=False)
     out = run(["nnunet_aux", "images-only", "-i", TARGET, "-o", SOURCE, "-np", "1", "--no-progress"], env)
@@ -71,7 +74,6 @@ def pretrained(tmp_path_factory):
                    "--verify_dataset_integrity"]], env)
     target_pre = Path(env["nnUNet_preprocessed"]) / target_raw.name
     plans = shrink_plans(target_pre)
-    plans[SCHEDULE_KEY] = {"num_epochs": 1, "num_iterations_per_epoch": 2, "num_val_iterations_per_epoch": 1}
     (target_pre / "nnUNetPlans.json").write_text(json.dumps(plans, indent=1))
     cases = sorted(p.name[:-len(".nii.gz")] for p in (target_raw / "labelsTr").glob("*.nii.gz"))
     write_splits(target_pre, cases[:-1], cases[-1:])  # nnU-Net's final validation predicts one case
@@ -117,8 +119,8 @@ def test_pretraining_writes_a_stock_checkpoint_losses_settings_and_progress(pret
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     ckpt = pretrained["checkpoint"]
-    cm = PlansManager(json.loads((pretrained["target_pre"] / "nnUNetPlans.json").read_text(encoding="utf-8"))).get_configuration(
-        "3d_fullres")
+    plans = json.loads((pretrained["target_pre"] / "nnUNetPlans.json").read_text(encoding="utf-8"))
+    cm = PlansManager(plans).get_configuration("3d_fullres")
     net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
                                  cm.network_arch_init_kwargs_req_import, 1, 3, deep_supervision=False)
     stock = net.state_dict()

@@ -20,7 +20,7 @@ from nnunet_aux.demo.pipeline import (
     resolve_device,
     table_text,
 )
-from nnunet_aux.demo.plans import SCHEDULE_KEY, small_plans, write_small_plans, write_splits
+from nnunet_aux.demo.plans import small_plans, write_small_plans, write_splits
 from nnunet_aux.demo.report import markdown_table, results_table, scale_recalls, write_report
 from nnunet_aux.errors import InputError
 
@@ -37,8 +37,7 @@ def nnunet_like_plans() -> dict:
 # ---------------------------------------------------------------- plans
 def test_small_plans_cuts_stages_and_keeps_data():
     plans = nnunet_like_plans()
-    small = small_plans(plans, "nnUNetPlans_demo", (8, 16, 32, 64), patch_size=(32, 64, 64), batch_size=3,
-                        schedule={"num_epochs": 4})
+    small = small_plans(plans, "nnUNetPlans_demo", (8, 16, 32, 64), patch_size=(32, 64, 64), batch_size=3)
     assert list(small["configurations"]) == ["3d_fullres"]
     config = small["configurations"]["3d_fullres"]
     arch = config["architecture"]["arch_kwargs"]
@@ -48,7 +47,6 @@ def test_small_plans_cuts_stages_and_keeps_data():
     assert len(arch["strides"]) == len(arch["kernel_sizes"]) == len(arch["n_conv_per_stage"]) == 4
     assert len(arch["n_conv_per_stage_decoder"]) == 3
     assert config["patch_size"] == [32, 64, 64] and config["batch_size"] == 3
-    assert small[SCHEDULE_KEY] == {"num_epochs": 4}
     # the source is not modified
     assert plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["n_stages"] == 5
 
@@ -72,7 +70,8 @@ def test_write_small_plans_and_splits(tmp_path):
     (tmp_path / "nnUNetPlans.json").write_text(json.dumps(nnunet_like_plans()))
     path = write_small_plans(tmp_path, "nnUNetPlans_demo", (8, 16))
     assert path == tmp_path / "nnUNetPlans_demo.json"
-    assert json.loads(path.read_text(encoding="utf-8"))["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["n_stages"] == 2
+    written = json.loads(path.read_text(encoding="utf-8"))
+    assert written["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["n_stages"] == 2
     splits = write_splits(tmp_path, ["a", "b"], ["c"])
     assert json.loads(splits.read_text(encoding="utf-8")) == [{"train": ["a", "b"], "val": ["c"]}]
     with pytest.raises(ValueError, match="both"):
@@ -81,16 +80,18 @@ def test_write_small_plans_and_splits(tmp_path):
         write_splits(tmp_path, ["a"], [])
 
 
-def test_schedule_is_applied_to_trainer():
-    from nnunet_aux.demo.trainers import apply_schedule
+def test_demo_trainers_get_their_length_from_the_environment(tmp_path):
+    """The demo sets the package's one override (NNUNET_AUX_OUTCOME) for its nnU-Net commands."""
+    from nnunet_aux.demo.pipeline import _Demo
+    from nnunet_aux.demo.trainers import nnUNetTrainer_demo, nnUNetTrainerScaleContrastiveLite_demo
+    from nnunet_aux.training.schedule import ScheduleFromEnvironment, read_schedule
 
-    trainer = argparse.Namespace(num_epochs=1000)
-    apply_schedule(trainer, {SCHEDULE_KEY: {"num_epochs": 3, "num_iterations_per_epoch": 7}})
-    assert (trainer.num_epochs, trainer.num_iterations_per_epoch) == (3, 7)
-    apply_schedule(trainer, {})
-    assert trainer.num_epochs == 3
-    with pytest.raises(ValueError, match="unknown"):
-        apply_schedule(trainer, {SCHEDULE_KEY: {"learning_rate": 1}})
+    settings = dataclasses.replace(QUICK_SETTINGS, num_epochs=2, iterations_per_epoch=4)
+    demo = _Demo(tmp_path, settings, "cpu", 1, None, {"settings": settings.to_json(), "finished": {}})
+    assert read_schedule(demo.env) == {"num_epochs": 2, "num_iterations_per_epoch": 4,
+                                       "num_val_iterations_per_epoch": QUICK_SETTINGS.val_iterations_per_epoch}
+    for trainer in (nnUNetTrainer_demo, nnUNetTrainerScaleContrastiveLite_demo):
+        assert trainer.__mro__[1] is ScheduleFromEnvironment
 
 
 # ---------------------------------------------------------------- settings and work folder

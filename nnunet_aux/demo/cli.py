@@ -42,7 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "nnUNet_raw, nnUNet_preprocessed and nnUNet_results point into WORKDIR for the commands the demo\n"
             "starts; your own nnU-Net folders are not touched. The full run takes about 10 minutes on two CPU\n"
             "cores (much less on a GPU); --quick takes a few minutes and learns little. A non-empty WORKDIR\n"
-            "is refused unless it holds an earlier demo run and --resume or --overwrite is given."),
+            "is refused unless it holds an earlier demo run and --resume or --overwrite is given.\n\n"
+            "The training length (--epochs, --iterations, --val-iterations) reaches the demo's trainers\n"
+            "(nnUNetTrainer_demo, nnUNetTrainerScaleContrastiveLite_demo) as the JSON schedule in\n"
+            "NNUNET_AUX_OUTCOME, the override the benchmarks use too; for your own runs choose the length\n"
+            "by the trainer's name (<trainer>_<X>epochs, see `nnunet_aux trainers`)."),
     )
     p.add_argument("-o", "--workdir", default="nnunet_aux_demo",
                    help="work folder for all data, models, logs and the report (default: %(default)s)")
@@ -66,8 +70,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="show only step headers and the results, not the nnU-Net commands' output "
                         "(it is always in WORKDIR/logs)")
     sizes = p.add_argument_group("sizes (override the full or --quick defaults)")
-    sizes.add_argument("--n-train", type=int, metavar="N", help=f"training cases including validation (full: {full.n_train})")
-    sizes.add_argument("--n-val", type=int, metavar="N", help=f"validation cases, the last training cases (full: {full.n_val})")
+    sizes.add_argument("--n-train", type=int, metavar="N",
+                       help=f"training cases including validation (full: {full.n_train})")
+    sizes.add_argument("--n-val", type=int, metavar="N",
+                       help=f"validation cases, the last training cases (full: {full.n_val})")
     sizes.add_argument("--n-test", type=int, metavar="N", help=f"test cases (full: {full.n_test})")
     sizes.add_argument("--shape", type=_triple(int), metavar="Z,Y,X",
                        help=f"volume shape in voxels (full: {','.join(map(str, full.shape))})")
@@ -79,12 +85,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sizes.add_argument("--patch-size", type=_triple(int), metavar="Z,Y,X",
                        help=f"training patch size (full: {','.join(map(str, full.patch_size))})")
     sizes.add_argument("--batch-size", type=int, metavar="N", help=f"patches per step (full: {full.batch_size})")
-    sizes.add_argument("--epochs", dest="num_epochs", type=int, metavar="N", help=f"training epochs (full: {full.num_epochs})")
+    sizes.add_argument("--epochs", dest="num_epochs", type=int, metavar="N",
+                       help=f"training epochs (full: {full.num_epochs})")
     sizes.add_argument("--iterations", dest="iterations_per_epoch", type=int, metavar="N",
                        help=f"training iterations per epoch (full: {full.iterations_per_epoch})")
     sizes.add_argument("--val-iterations", dest="val_iterations_per_epoch", type=int, metavar="N",
                        help=f"validation iterations per epoch (full: {full.val_iterations_per_epoch})")
-    sizes.add_argument("--dataset-id", type=int, metavar="N", help=f"nnU-Net dataset ID inside WORKDIR (full: {full.dataset_id})")
+    sizes.add_argument("--dataset-id", type=int, metavar="N",
+                       help=f"nnU-Net dataset ID inside WORKDIR (full: {full.dataset_id})")
     p.set_defaults(func=run)
 
 

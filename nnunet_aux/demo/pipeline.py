@@ -103,6 +103,11 @@ class DemoSettings:
         """The settings as plain JSON values (tuples become lists)."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
+    def schedule(self) -> dict[str, int]:
+        """The training length as nnU-Net's trainer attributes, for :mod:`nnunet_aux.training.schedule`."""
+        return {"num_epochs": self.num_epochs, "num_iterations_per_epoch": self.iterations_per_epoch,
+                "num_val_iterations_per_epoch": self.val_iterations_per_epoch}
+
 
 #: A reduced run for tests and a first try (a few minutes on two CPU cores); it learns little.
 QUICK_SETTINGS = DemoSettings(n_train=3, n_val=1, n_test=1, shape=(24, 48, 48), features_per_stage=(8, 16, 32),
@@ -197,6 +202,7 @@ class _Demo:
     def __init__(self, workdir: Path, settings: DemoSettings, device: str, num_processes: int,
                  stream: TextIO | None, state: dict[str, Any]):
         from ..training import trainer_path
+        from ..training.schedule import schedule_environment
         from .trainers import demo_trainer_path
 
         self.workdir, self.settings, self.device, self.stream, self.state = workdir, settings, device, stream, state
@@ -213,6 +219,8 @@ class _Demo:
             extra["nnUNet_n_proc_DA"] = os.environ.get("nnUNet_n_proc_DA", "1")
         # torch.compile costs minutes of start-up, more than this short training gains.
         extra["nnUNet_compile"] = os.environ.get("nnUNet_compile", "false")
+        # The demo trainers' length: the one override of the package (nnunet_aux.training.schedule).
+        extra.update(schedule_environment(settings.schedule()))
         self.env = nnunet_environment(workdir, [demo_trainer_path(), trainer_path()], extra)
         # Test-time mirroring multiplies CPU prediction time by 8.
         self.disable_tta = device == "cpu"
@@ -242,10 +250,8 @@ class _Demo:
         s = self.settings
         self.nnunet("nnUNetv2_plan_and_preprocess", "-d", str(s.dataset_id), "-c", CONFIGURATION,
                     "-np", str(self.num_processes), log="plan_and_preprocess")
-        schedule = {"num_epochs": s.num_epochs, "num_iterations_per_epoch": s.iterations_per_epoch,
-                    "num_val_iterations_per_epoch": s.val_iterations_per_epoch}
         plans = write_small_plans(self.preprocessed, PLANS_NAME, s.features_per_stage, patch_size=s.patch_size,
-                                  batch_size=s.batch_size, configuration=CONFIGURATION, schedule=schedule)
+                                  batch_size=s.batch_size, configuration=CONFIGURATION)
         cases = self.case_ids("imagesTr")
         splits = write_splits(self.preprocessed, cases[:-s.n_val], cases[-s.n_val:])
         self.say(f"wrote {plans} (U-Net {list(s.features_per_stage)}, patch {list(s.patch_size)}) and {splits}")
@@ -388,8 +394,9 @@ def run_demo(
     Steps: write a synthetic scale-decomposed dataset; ``nnUNetv2_plan_and_preprocess``;
     a small copy of nnU-Net's plan (:func:`nnunet_aux.demo.plans.write_small_plans`)
     and a one-fold split; ``nnUNetv2_train`` of the binary baseline and of
-    ``nnUNetTrainerScaleContrastiveLite`` (demo-length variants from
-    :mod:`nnunet_aux.demo.trainers`); ``nnUNetv2_predict`` of the test cases;
+    ``nnUNetTrainerScaleContrastiveLite`` (:mod:`nnunet_aux.demo.trainers`, their length from
+    :data:`~nnunet_aux.training.schedule.SCHEDULE_ENV_VAR`, which the demo sets);
+    ``nnUNetv2_predict`` of the test cases;
     :func:`nnunet_aux.evaluation.evaluate_folders`; the report with a results table and
     pictures.
 

@@ -14,10 +14,6 @@ from typing import Any, Mapping, Sequence
 
 from ..errors import InputError
 
-#: Top-level key of the plans file holding the demo trainers' schedule
-#: (read by :mod:`nnunet_aux.demo.trainers`).
-SCHEDULE_KEY = "nnunet_aux_demo_schedule"
-
 
 def _positive_ints(name: str, values: Sequence[int], length: int | None = None) -> list[int]:
     values = [int(v) for v in values]
@@ -36,7 +32,6 @@ def small_plans(
     patch_size: Sequence[int] | None = None,
     batch_size: int = 2,
     configuration: str = "3d_fullres",
-    schedule: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """A copy of an nnU-Net plan with a smaller U-Net, patch and batch.
 
@@ -59,10 +54,6 @@ def small_plans(
         Patches per training step.
     configuration : str, optional
         The configuration to keep.
-    schedule : mapping, optional
-        Training length for the demo trainers (``num_epochs``,
-        ``num_iterations_per_epoch``, ``num_val_iterations_per_epoch``), stored under
-        :data:`SCHEDULE_KEY`.
 
     Returns
     -------
@@ -109,8 +100,6 @@ def small_plans(
             raise InputError(f"patch_size {patch} must be divisible by the network's total stride {total}")
         config["patch_size"] = patch
     config["batch_size"] = _positive_ints("batch_size", [batch_size])[0]
-    if schedule is not None:
-        out[SCHEDULE_KEY] = {k: _positive_ints(k, [v])[0] for k, v in schedule.items()}
     return out
 
 

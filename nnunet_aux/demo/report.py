@@ -41,8 +41,11 @@ def results_table(
     >>> s = {"mean": 0.5, "std": 0.1}
     >>> summary = {"aggregate": {"vessel": {"dice": s, "cldice": s, "hd95": {"mean": 2.0, "std": 0.0},
     ...                                     "scales": {"small": {"recall": s}}}}}
-    >>> results_table({"baseline": summary})
-    (['Method', 'Dice', 'clDice', 'HD95 (mm)', 'Recall small'], [['baseline', '0.500 ± 0.100', '0.500 ± 0.100', '2.00 ± 0.00', '0.500 ± 0.100']])
+    >>> heading, rows = results_table({"baseline": summary})
+    >>> heading
+    ['Method', 'Dice', 'clDice', 'HD95 (mm)', 'Recall small']
+    >>> rows
+    [['baseline', '0.500 ± 0.100', '0.500 ± 0.100', '2.00 ± 0.00', '0.500 ± 0.100']]
     """
     if not summaries:
         raise InputError("no evaluation summaries given")
