@@ -31,7 +31,7 @@ from ..dataset_format import load_dataset_json, write_dataset_json, write_json_a
 from ..errors import InputError, warn
 from ..io.files import dataset_id_lock
 from ..io.images import SITK_FILE_ENDINGS, check_complete, link_or_copy, read_image, write_image
-from .parallel import run_parallel
+from ..parallel import run_parallel
 from .paths import (
     _NAME,
     check_ending_matches,

@@ -24,9 +24,9 @@ from ..dataset_format import REPORT_FILENAME, scale_names, write_dataset_json, w
 from ..errors import InputError, warn
 from ..io.files import dataset_id_lock
 from ..io.images import Geometry, link_or_copy, write_array, write_image
+from ..parallel import run_parallel
 from ..validation import check_choice, check_n_scales, check_positive_int, check_quantile_levels, check_thresholds
 from .labels import LabelPlan
-from .parallel import run_parallel
 from .paths import check_target_free, raw_root, split_dataset_name
 from .staging import staged_folder
 

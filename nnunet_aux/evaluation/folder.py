@@ -9,10 +9,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..conversion.parallel import run_parallel
 from ..errors import InputError, warn
 from ..io.files import atomic_write, check_outputs_apart, check_writable_folder, make_folder, write_text_atomic
 from ..io.segmentations import read_segmentation
+from ..parallel import run_parallel
 from ..validation import check_positive_int
 from .aggregate import summarize
 from .io import check_same_geometry, find_cases, match_cases
@@ -239,7 +239,7 @@ def evaluate_folders(
                                                                                              "num_processes")
     tasks = [(ref_file, pred_file, specs) for ref_file, pred_file in pairs]
     # spawn, as nnU-Net does (forking a process that holds torch threads can hang); Ctrl-C
-    # stops the workers without tracebacks (see nnunet_aux.conversion.parallel).
+    # stops the workers without tracebacks (see nnunet_aux.parallel).
     results = run_parallel(_evaluate_case_star, tasks, num_processes, desc="evaluate", progress=progress)
     undeclared = {name: result.pop("undeclared_reference_values") for name, result in zip(names, results)
                   if "undeclared_reference_values" in result}
