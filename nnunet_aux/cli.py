@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("nnunet_aux.conversion.cli", "convert a public vessel dataset (MSD hepatic vessel, 3D-IRCADb)"),
     "images-only": ("nnunet_aux.conversion.cli", "make a dataset of unlabelled images for self-supervised pretraining"),
     "trainer-path": ("nnunet_aux.cli", "print the folder to set as nnUNet_extTrainer"),
+    "trainers": ("nnunet_aux.training.cli", "list the trainers, their variants and the papers they implement"),
     "upgrade": ("nnunet_aux.conversion.upgrade", "update a dataset written by an earlier nnunet_aux"),
     "map-labels": ("nnunet_aux.conversion.map_labels", "write predictions with the source dataset's label values"),
     "evaluate": ("nnunet_aux.evaluation.cli", "evaluate a folder of predictions against references"),
