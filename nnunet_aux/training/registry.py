@@ -89,12 +89,12 @@ TRAINERS: tuple[TrainerInfo, ...] = (
     TrainerInfo("nnUNetTrainerScaleContrastiveHard", "scale", "as ScaleContrastive, contrastive anchors drawn "
                 "hardest first", "Sadikine et al. 2023, Eq. 4-9", SCALE),
     TrainerInfo("nnUNetTrainerScaleContrastiveLite", "scale", "as ScaleContrastive with light scale decoders (1/4 "
-                "width, no full-resolution stage) and class-balanced BCE in L_s: about 1.2 x a stock step, not "
-                "3.4 x", "Sadikine et al. 2023, Eq. 4-9", SCALE,
+                "width, skips through a 1x1x1 reduction, no full-resolution stage) and class-balanced BCE in L_s: "
+                "1.15-1.22 x a stock step instead of 3.4 x", "Sadikine et al. 2023, Eq. 4-9", SCALE,
                 "[light decoders](#light-scale-decoders-and-the-rare-scales)"),
     TrainerInfo("nnUNetTrainerClsAux", "classification", "presence classifier (global pooling + linear) on the "
                 "bottleneck, focal loss, trained jointly", "CMU-Net, Sect. 2 (L = w_s L_seg + w_c L_cls)", ANY),
-    TrainerInfo("nnUNetTrainerClsAuxPretrain", "classification", "CMU-Net's pre-trained U-Net baseline: "
+    TrainerInfo("nnUNetTrainerClsAuxPretrain", "classification", "CMU-Net's \"pre-trained U-Net\" baseline: "
                 "classification pre-training of the encoder, then segmentation", "CMU-Net, Sect. 3", ANY),
     TrainerInfo("nnUNetTrainerVoxelSimSiam", "simsiam", "voxel-level SimSiam heads on the 3 deepest encoder "
                 "stages, class-weighted, no negatives", "Lee et al., Eq. 4-8", ANY),
@@ -103,15 +103,18 @@ TRAINERS: tuple[TrainerInfo, ...] = (
                 "CLEF, Sect. 2.2 (decoding loss, Eq. 1, Eq. 2)", "any images (labels unused)",
                 "[CLEF](#self-supervised-pretraining-clef)"),
     TrainerInfo("nnUNetTrainerSkeletonRecall", "thin", "nnU-Net's loss + w (1 - soft recall of the prediction on "
-                "the tubed skeleton of the foreground), at full resolution; no network part",
+                "the tubed skeleton of the foreground), at full resolution; skeletons made on the CPU in nnU-Net's "
+                "augmentation workers; no network part",
                 "Kirchhoff et al. 2024, Sect. 3.2", ANY,
                 "[thin structures](#thin-structures-skeleton-recall-soft-cldice-and-cbdice)"),
     TrainerInfo("nnUNetTrainerSkeletonRecallDS", "thin", "as SkeletonRecall, recall at every deep-supervision level",
                 "Kirchhoff et al. 2024, Sect. 3.2", ANY),
-    TrainerInfo("nnUNetTrainerSoftClDice", "thin", "nnU-Net's loss + alpha (1 - soft-clDice) of the main output; no "
-                "network part", "Shit et al. 2021, Alg. 1, Eq. 3-4", ANY),
+    TrainerInfo("nnUNetTrainerSoftClDice", "thin", "nnU-Net's loss + alpha (1 - soft-clDice) of the main output, "
+                "as their code runs it (10 iterations, background included); no network part",
+                "Shit et al. 2021, Alg. 1, Eq. 3-4", ANY),
     TrainerInfo("nnUNetTrainerCbDice", "thin", "2 CE + Dice + cbDice at every deep-supervision level (their "
-                "nnUNetTrainer_CE_DC_CBDC); no network part", "Shi et al. 2024, Eq. 3-5", ANY),
+                "nnUNetTrainer_CE_DC_CBDC), MONAI's distance transforms; no network part",
+                "Shi et al. 2024, Eq. 3-5", ANY),
     TrainerInfo("nnUNetTrainerCbDiceNoDeepSupervision", "thin", "as CbDice without deep supervision: 3 CE + Dice + "
                 "2 cbDice", "Shi et al. 2024, Eq. 3-5", ANY),
     TrainerInfo("nnUNetTrainerSkeletonRecallSoftClDice", "thin", "both thin-structure terms: Skeleton Recall and "
