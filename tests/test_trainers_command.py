@@ -94,9 +94,16 @@ def test_pattern_filters_and_a_miss_is_an_error(capsys):
 
 
 def test_command_is_registered_with_help(capsys):
+    import argparse
+
+    from nnunet_aux.cli import build_parser
+
     with pytest.raises(SystemExit):
         main(["-h"])
     assert re.search(r"^\s+trainers\s+list the trainers", capsys.readouterr().out, re.MULTILINE)
+    subparsers = next(a for a in build_parser("trainers")._actions if isinstance(a, argparse._SubParsersAction))
+    for action in subparsers.choices["trainers"]._actions:
+        assert action.help, f"{action.option_strings or action.dest} has no help"
     with pytest.raises(SystemExit):
         main(["trainers", "-h"])
     text = capsys.readouterr().out

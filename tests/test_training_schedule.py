@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 import json
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +91,16 @@ def test_epoch_variants_are_the_documented_way():
         assert all(f"{base}_{n}epochs" in trainers.__all__ for n in EPOCH_VARIANTS)
     # no trainer users name with -tr reads the override
     assert not any(issubclass(getattr(trainers, name), ScheduleFromEnvironment) for name in trainers.__all__)
+
+
+def test_benchmarks_read_the_same_override():
+    """benchmarks/outcome_trainers keeps its own reader: the same variable and keys (no import, it builds trainers)."""
+    from nnunet_aux.training.schedule import BENCHMARK_KEYS, SCHEDULE_KEYS
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "outcome_trainers" / "nnunet_aux_outcome_trainers.py"
+    constants = {node.targets[0].id: ast.literal_eval(node.value)
+                 for node in ast.parse(path.read_text(encoding="utf-8")).body
+                 if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                 and node.targets[0].id in ("ENV_VAR", "SCHEDULE_KEYS")}
+    assert constants == {"ENV_VAR": SCHEDULE_ENV_VAR, "SCHEDULE_KEYS": SCHEDULE_KEYS}
+    assert all(f'"{key}"' in path.read_text(encoding="utf-8") for key in BENCHMARK_KEYS)
