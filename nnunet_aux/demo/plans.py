@@ -24,6 +24,29 @@ def _positive_ints(name: str, values: Sequence[int], length: int | None = None) 
     return values
 
 
+def _cut_stages(arch: dict[str, Any], features: list[int]) -> None:
+    """Keep the first ``len(features)`` stages of the plan's network, with ``features`` maps each."""
+    n_stages = len(features)
+    if n_stages < 2 or n_stages > arch["n_stages"]:
+        raise InputError(f"features_per_stage needs 2..{arch['n_stages']} stages (the plan's), got {n_stages}")
+    arch["n_stages"] = n_stages
+    arch["features_per_stage"] = features
+    for key in ("kernel_sizes", "strides", "n_conv_per_stage"):
+        arch[key] = arch[key][:n_stages]
+    arch["n_conv_per_stage_decoder"] = arch["n_conv_per_stage_decoder"][:n_stages - 1]
+
+
+def _fitting_patch(patch_size: Sequence[int], strides: Sequence[Sequence[int]], dims: int) -> list[int]:
+    """The patch size, checked: every stride must divide it, or the decoder's skip connections misalign."""
+    patch = _positive_ints("patch_size", patch_size, dims)
+    total = [1] * len(patch)
+    for stride in strides:
+        total = [t * s for t, s in zip(total, stride)]
+    if any(p % t for p, t in zip(patch, total)):
+        raise InputError(f"patch_size {patch} must be divisible by the network's total stride {total}")
+    return patch
+
+
 def small_plans(
     plans: Mapping[str, Any],
     plans_name: str,
@@ -81,24 +104,9 @@ def small_plans(
     out["configurations"] = {configuration: config}
     out["plans_name"] = str(plans_name)
     arch = config["architecture"]["arch_kwargs"]
-    features = _positive_ints("features_per_stage", features_per_stage)
-    n_stages = len(features)
-    if n_stages < 2 or n_stages > arch["n_stages"]:
-        raise InputError(f"features_per_stage needs 2..{arch['n_stages']} stages (the plan's), got {n_stages}")
-    arch["n_stages"] = n_stages
-    arch["features_per_stage"] = features
-    for key in ("kernel_sizes", "strides", "n_conv_per_stage"):
-        arch[key] = arch[key][:n_stages]
-    arch["n_conv_per_stage_decoder"] = arch["n_conv_per_stage_decoder"][:n_stages - 1]
+    _cut_stages(arch, _positive_ints("features_per_stage", features_per_stage))
     if patch_size is not None:
-        patch = _positive_ints("patch_size", patch_size, len(config["patch_size"]))
-        # Every stride must divide the patch, or the decoder's skip connections misalign.
-        total = [1] * len(patch)
-        for stride in arch["strides"]:
-            total = [t * s for t, s in zip(total, stride)]
-        if any(p % t for p, t in zip(patch, total)):
-            raise InputError(f"patch_size {patch} must be divisible by the network's total stride {total}")
-        config["patch_size"] = patch
+        config["patch_size"] = _fitting_patch(patch_size, arch["strides"], len(config["patch_size"]))
     config["batch_size"] = _positive_ints("batch_size", [batch_size])[0]
     return out
 

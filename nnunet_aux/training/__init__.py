@@ -3,6 +3,9 @@
 The trainers are found by nnU-Net through its ``nnUNet_extTrainer`` search path::
 
     export nnUNet_extTrainer=$(nnunet_aux trainer-path)
+
+``nnunet_aux trainers`` lists them (:mod:`.registry`); a training's length is chosen by the
+trainer's name (:mod:`.variants`), with one override for the demo and benchmarks (:mod:`.schedule`).
 """
 
 import os

@@ -25,7 +25,9 @@ light scale decoders + Skeleton Recall     ``nnUNetTrainerScaleContrastiveLiteSk
 scale contrastive + cbDice                 ``nnUNetTrainerScaleContrastiveCbDice``
 =========================================  ================================================
 
-Every trainer has ``_smoke`` and ``_<X>epochs`` variants (:mod:`.variants`).
+Every trainer has ``_smoke`` and ``_<X>epochs`` variants (:mod:`.variants`), the way to set a
+training's length. A new trainer needs an entry in :mod:`.registry` (``nnunet_aux trainers`` and
+the README's table; the command fails without one).
 """
 
 from __future__ import annotations
