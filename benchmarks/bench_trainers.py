@@ -9,11 +9,11 @@ Builds stock ``nnUNetTrainer`` and the selected auxiliary trainers (``--trainers
 ``cldice`` = ``nnUNetTrainerSoftClDice``, ``cbdice`` = ``nnUNetTrainerCbDice`` (its distance transforms
 included: MONAI's, scipy on the CPU, cuCIM on CUDA when installed),
 ``contrastive+skeleton`` = ``nnUNetTrainerScaleContrastiveSkeletonRecall``, ``lite+skeleton`` =
-``nnUNetTrainerScaleContrastiveLiteSkeletonRecall``; stock is always added,
-every ratio is against it) in one process from a hand-written 3d_fullres
-plan (nnU-Net's plan format, no preprocessed dataset needed) and the scale data contract's
-dataset.json, feeds all of them the same batch and reports, per trainer and relative to stock
-measured in the same run:
+``nnUNetTrainerScaleContrastiveLiteSkeletonRecall``, ``clef`` = ``nnUNetTrainerCLEFPretrain``
+(self-supervised pretraining, see below); stock is always added, every ratio is against it)
+in one process from a hand-written 3d_fullres plan (nnU-Net's plan format, no preprocessed
+dataset needed) and the scale data contract's dataset.json, feeds all of them the same batch
+and reports, per trainer and relative to stock measured in the same run:
 
 * training step time: median of ``--steps`` ``train_step`` calls after ``--warmup`` calls,
   interleaved (stock, aux, contrastive, ..., stock, ...) so that load drift hits all trainers
@@ -37,10 +37,19 @@ measured in the same run:
   full anchor budget, labels that give every scale enough voxels: its upper bound), the
   classification focal loss with its presence targets (``ClsTask.compute_losses``) and the
   voxel SimSiam feature loss with its class maps and voxel sampling
-  (``SimSiamTask.compute_losses``);
+  (``SimSiamTask.compute_losses``); for CLEF the affine ``T`` alone (drawing ``theta``, warping
+  the image, warping the feature map forward and backward, the validity mask; target < 10 %)
+  and its three losses with the feature warp (forward + backward to the features);
 * inference: each trainer's checkpoint network is nnU-Net's own (same parameter names,
   shapes and count; its weights load strictly into a stock-built network and give the same
   output), and a forward of one patch in eval mode takes the same time.
+
+CLEF (``nnUNetTrainerCLEFPretrain``) runs the U-Net twice per step, on the patch ``X`` and on
+``T(X)`` (``T`` a random affine), because its equivariance loss compares ``T(f(X))`` with
+``f(T(X))`` (CLEF paper, Sect. 2.2, Eq. 2): its FLOP ratio is about 2 by design, its step-time
+target is <= 2.2 x stock (the second pass and nothing more), and the printed output says so
+under the step table. It trains no segmentation (no deep supervision, labels unused), so it
+gets the same image batch and ignores the targets.
 
 Targets are made as nnU-Net makes them: a synthetic label patch per sample
 (``nnunet_aux.synthetic.generate_case``, all three vessel scales and a tumour present, at
@@ -53,19 +62,28 @@ trainers [vessel, tumour, scale 1, scale 2, scale 3] per level.
 ``torch.compile`` follows nnU-Net's ``nnUNet_compile`` variable, which this script sets to
 false unless it is set: nnU-Net compiles by default on CUDA, so run with ``nnUNet_compile=true``
 to measure what a default GPU training does (the auxiliary heads are compiled with the network;
-the auxiliary losses run eagerly; saved activations are then not reported).
+the auxiliary losses run eagerly; saved activations are then not reported; ``--no-flops``
+skips the FLOP count, which the compiled graph may not survive).
 
 Usage::
 
     python benchmarks/bench_trainers.py [--trainers stock cls simsiam ...] [--patch 48 64 64]
         [--features 16 32 64 128 128] [--batch 2] [--steps 10] [--warmup 2] [--threads 2]
-        [--device cpu|cuda] [--no-rss] [--json PATH]
+        [--device cpu|cuda] [--seed 0] [--no-rss] [--no-flops] [--json PATH]
+
+    python benchmarks/bench_trainers.py --trainers clef    # CLEF against stock
+
+The smallest run that works (seconds; proves the script, measures nothing)::
+
+    python benchmarks/bench_trainers.py --trainers clef --patch 16 32 32 --features 8 16 32
+        --batch 1 --steps 1 --warmup 0 --threads 1 --no-rss    (one command line)
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import os
@@ -95,10 +113,13 @@ TRAINER_CLASSES = {
     "cbdice": "nnunet_aux.training.trainers.nnUNetTrainerCbDice",
     "contrastive+skeleton": "nnunet_aux.training.trainers.nnUNetTrainerScaleContrastiveSkeletonRecall",
     "lite+skeleton": "nnunet_aux.training.trainers.nnUNetTrainerScaleContrastiveLiteSkeletonRecall",
+    "clef": "nnunet_aux.training.trainers.nnUNetTrainerCLEFPretrain",
 }
 TRAINERS = tuple(TRAINER_CLASSES)
-#: step-time targets of issues #4 and #11 (ratio to stock)
-STEP_TARGETS = {"cls": 1.03, "simsiam": 1.10, "skeleton": 1.05, "lite": 1.35}
+#: step-time targets of issues #4, #5 and #11 (ratio to stock); CLEF's is two U-Net passes plus 10 %
+STEP_TARGETS = {"cls": 1.03, "simsiam": 1.10, "skeleton": 1.05, "lite": 1.35, "clef": 2.2}
+#: U-Net forward passes per training step, where not one
+FORWARD_PASSES = {"clef": 2}
 
 
 def trainer_class(name: str):
@@ -195,7 +216,8 @@ def saved_activation_bytes(trainer, batch) -> int | None:
         return t
 
     data = batch["data"].to(trainer.device)
-    target = [t.to(trainer.device) for t in batch["target"]]
+    target = batch["target"]
+    target = [t.to(trainer.device) for t in target] if isinstance(target, list) else target.to(trainer.device)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         if hasattr(trainer, "_forward_and_losses"):
             with trainer._autocast():
@@ -258,23 +280,80 @@ def aux_loss_seconds(trainer, batch, repeats: int) -> Dict[str, float]:
             if name == "scale":
                 out = aux_outputs[name]
                 outputs = {"logits": out["logits"], "embeddings": _as_leaves(out["embeddings"])}
-
-                def loss_fn():
-                    return task._contrastive_loss(outputs, own, valid)
+                loss_fn = functools.partial(task._contrastive_loss, outputs, own, valid)
             else:
-                outputs = _as_leaves(aux_outputs[name])
-
-                def loss_fn():
-                    return task.compute_losses(outputs, aux_batch)[term]
-
-            def run():
-                with trainer._autocast():
-                    loss = loss_fn()
-                loss.backward()
-
-            times.append(timed(run, trainer.device))
+                loss_fn = functools.partial(_loss_term, task, _as_leaves(aux_outputs[name]), aux_batch, term)
+            times.append(timed(functools.partial(_backward, trainer, loss_fn), trainer.device))
         seconds[term] = float(np.median(times[1:]))
     return seconds
+
+
+def _loss_term(task, outputs, aux_batch, term: str):
+    return task.compute_losses(outputs, aux_batch)[term]
+
+
+def _backward(trainer, loss_fn) -> None:
+    """``loss_fn()`` under the trainer's autocast, then its backward pass."""
+    with trainer._autocast():
+        loss = loss_fn()
+    loss.backward()
+
+
+#: what each CLEF part measured by :func:`clef_part_seconds` is, and its target share of a CLEF step (%)
+CLEF_PARTS = {"clef_warp": ("affine T: theta, warp of the image and of the features (fwd + bwd), mask", 10.0),
+              "clef_losses": ("CLEF's three losses with the feature warp (fwd + bwd to the features)", None)}
+
+
+def clef_part_seconds(trainer, batch, repeats: int) -> Dict[str, float]:
+    """Median times of CLEF's affine ``T`` alone and of its three losses, on the step's real shapes.
+
+    ``clef_warp``: drawing ``theta`` per patch, warping the image (no gradient) and the unit
+    feature map (forward and backward to the features), the validity mask. ``clef_losses``:
+    decoding, discriminativeness and equivariance losses with the feature warp, forward and
+    backward to the features (the U-Net passes not included).
+    """
+    import torch
+
+    from nnunet_aux.training.task import AuxBatch
+
+    task = trainer.aux_tasks["clef"]
+    data = batch["data"].to(trainer.device)
+    with torch.no_grad(), trainer._autocast():
+        transform = task.sample_transform(data)
+        shape = trainer.training_model(data, transform.warp(data))["features"].shape
+    aux_batch = AuxBatch(targets=None, valid=None, main_output=None, main_target=None, data=data)
+    out = {"clef_warp": [], "clef_losses": []}
+    for _ in range(repeats + 1):
+        features = torch.nn.functional.normalize(torch.randn(shape, device=data.device), dim=1).requires_grad_(True)
+        out["clef_warp"].append(timed(functools.partial(_clef_warp, trainer, task, data, features), trainer.device))
+        features.grad = None
+        outputs = {"features": features, "decoded": data.clone().requires_grad_(True),
+                   "features_warped": features.detach().clone().requires_grad_(True), "transform": transform}
+        losses = functools.partial(_clef_losses, task, outputs, aux_batch)
+        out["clef_losses"].append(timed(functools.partial(_backward, trainer, losses), trainer.device))
+    return {k: float(np.median(v[1:])) for k, v in out.items()}
+
+
+def _clef_warp(trainer, task, data, features) -> None:
+    import torch
+
+    t = task.sample_transform(data)  # theta of each patch
+    with trainer._autocast():
+        t.warp(data)  # T(X), no gradient needed
+        warped = t.warp(features)  # T(f(X))
+    t.valid(features.shape[2:])
+    warped.backward(torch.ones_like(warped))
+
+
+def _clef_losses(task, outputs, aux_batch):
+    return sum(task.compute_losses(outputs, aux_batch).values())
+
+
+def part_seconds(trainer, batch, repeats: int) -> Dict[str, float]:
+    """Seconds of each measured auxiliary part of ``trainer``'s step: CLEF's warp and losses, or its aux losses."""
+    if "clef" in (getattr(trainer, "aux_tasks", None) or {}):
+        return clef_part_seconds(trainer, batch, repeats)
+    return aux_loss_seconds(trainer, batch, repeats)
 
 
 def contrastive_budget_seconds(trainer, batch, repeats: int) -> float:
@@ -300,13 +379,8 @@ def contrastive_budget_seconds(trainer, batch, repeats: int) -> float:
     times = []
     for _ in range(repeats + 1):
         emb = torch.randn((emb0.shape[0], emb0.shape[1], *size), device=emb0.device, requires_grad=True)
-
-        def run():
-            with trainer._autocast():
-                loss = task.contrastive(emb, labels)
-            loss.backward()
-
-        times.append(timed(run, trainer.device))
+        loss_fn = functools.partial(task.contrastive, emb, labels)
+        times.append(timed(functools.partial(_backward, trainer, loss_fn), trainer.device))
     return float(np.median(times[1:]))
 
 
@@ -349,7 +423,7 @@ def inference_check(trainers, patch, device, repeats: int) -> dict:
             nets[name](x)
         for _ in range(repeats):
             for name, net in nets.items():
-                times[name].append(timed(lambda: net(x), device))
+                times[name].append(timed(functools.partial(net, x), device))
     return {"n_params": n_params, "same_layout": same_layout, "same_output": same_output,
             "seconds": {k: float(np.median(v)) for k, v in times.items()}}
 
@@ -418,19 +492,31 @@ def selected_trainers(requested: Sequence[str] | None) -> List[str]:
 
 
 def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Every ratio is against stock nnUNetTrainer measured in the same run. 'clef' "
+               "(nnUNetTrainerCLEFPretrain) runs the U-Net twice per step (on X and on T(X)), so its FLOP ratio "
+               "is about 2 by design. nnUNet_compile is false unless set in the environment. The module "
+               "docstring says what every figure is.")
     parser.add_argument("--trainers", nargs="+", default=None, metavar="NAME",
-                        help=f"trainers to compare with stock (default all): {' '.join(TRAINERS)}")
-    parser.add_argument("--patch", type=int, nargs=3, default=[48, 64, 64], help="patch size (z y x)")
-    parser.add_argument("--features", type=int, nargs="+", default=[16, 32, 64, 128, 128],
-                        help="features per U-Net stage")
-    parser.add_argument("--batch", type=int, default=2, help="batch size")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per trainer")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per trainer first")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device (default cpu)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic batch")
-    parser.add_argument("--no-rss", action="store_true", help="skip the CPU peak-RSS subprocesses")
+                        help=f"trainers to compare with stock (default all; stock is always added): "
+                             f"{' '.join(TRAINERS)}")
+    parser.add_argument("--patch", type=int, nargs=3, default=[48, 64, 64], metavar=("Z", "Y", "X"),
+                        help="patch size of the plan (default 48 64 64)")
+    parser.add_argument("--features", type=int, nargs="+", default=[16, 32, 64, 128, 128], metavar="N",
+                        help="features per U-Net stage, one per stage (default 16 32 64 128 128)")
+    parser.add_argument("--batch", type=int, default=2, help="batch size, synthetic patches (default 2)")
+    parser.add_argument("--steps", type=int, default=10, help="timed train_step calls per trainer (default 10)")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="untimed train_step calls per trainer before them (default 2)")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="device (default cpu); on cuda the step's peak allocated memory is reported")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic batch (default 0)")
+    parser.add_argument("--no-rss", action="store_true",
+                        help="skip the CPU peak-RSS subprocesses (one fresh interpreter per trainer)")
+    parser.add_argument("--no-flops", action="store_true",
+                        help="skip the FLOP count (e.g. with nnUNet_compile=true); FLOP ratios print as -")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write every figure to this JSON file")
     parser.add_argument("--_rss-child", dest="rss_child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--_cases", dest="cases", default=None, help=argparse.SUPPRESS)
@@ -451,7 +537,11 @@ def point_nnunet_at(scratch: str) -> None:
 
 def setup_line(args, trainers, batches, names) -> str:
     """What the figures were measured on."""
-    line = (f"device {args.device}, {torch_threads()} threads, "
+    import torch
+
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    line = (f"torch {torch.__version__}, device {args.device} ({name}), {torch_threads()} threads, "
             f"torch.compile {'on' if is_compiled(trainers['stock']) else 'off'}, patch {tuple(args.patch)}, "
             f"batch {args.batch}, features {tuple(args.features)}, "
             f"deep-supervision levels {len(batches['stock']['target'])}")
@@ -483,7 +573,7 @@ def time_steps(trainers, batches, names, args, device) -> dict:
                 torch.cuda.reset_peak_memory_stats(device)
                 base = torch.cuda.memory_allocated(device)
             start_cpu = time.process_time()
-            seconds = timed(lambda: t.train_step(b), device)
+            seconds = timed(functools.partial(t.train_step, b), device)
             if measure_peak:
                 peak_mib[name] = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
             if i >= args.warmup:
@@ -504,19 +594,44 @@ def _iqr(values) -> float:
     return float(np.subtract(*np.percentile(values, [75, 25])))
 
 
+def _num(value: float, spec: str) -> str:
+    """``value`` formatted with ``spec``, or ``-`` when it is not a number (FLOPs not counted)."""
+    return "-" if value is None or not np.isfinite(value) else format(value, spec)
+
+
 def print_step_table(r: dict, names, class_names) -> None:
     flops, step, step_cpu, wall = r["flops"], r["step"], r["step_cpu"], r["wall"]
     print("\n| trainer | trainable parameters | GFLOP fwd+bwd | FLOP ratio | step wall time (s), median (IQR) "
-          "| wall ratio | per-round wall ratio, median (IQR) | **wall / FLOP** | step CPU time (s) | CPU ratio | CPU / FLOP "
-          "| step-time target |")
+          "| wall ratio | per-round wall ratio, median (IQR) | **wall / FLOP** | step CPU time (s) | CPU ratio "
+          "| CPU / FLOP | step-time target |")
     print("|---" * 12 + "|")
     for k in names:
         fr, wr, cr = flops[k] / flops["stock"], step[k] / step["stock"], step_cpu[k] / step_cpu["stock"]
         target = f"<= {STEP_TARGETS[k]:.2f}" if k in STEP_TARGETS else ""
-        print(f"| {class_names[k]} | {r['n_params'][k]:,} | {flops[k] / 1e9:.1f} | {fr:.3f} "
+        print(f"| {class_names[k]} | {r['n_params'][k]:,} | {_num(flops[k] / 1e9, '.1f')} | {_num(fr, '.3f')} "
               f"| {step[k]:.2f} ({_iqr(wall[k]):.2f}) | {wr:.3f} | {r['round_ratio'][k]:.3f} "
-              f"({_iqr(r['round_ratios'][k]):.3f}) | **{wr / fr:.2f}** "
-              f"| {step_cpu[k]:.2f} | {cr:.3f} | {cr / fr:.2f} | {target} |")
+              f"({_iqr(r['round_ratios'][k]):.3f}) | **{_num(wr / fr, '.2f')}** "
+              f"| {step_cpu[k]:.2f} | {cr:.3f} | {_num(cr / fr, '.2f')} | {target} |")
+    for k in names:
+        if k in FORWARD_PASSES:
+            print_passes_note(r, k, class_names[k])
+
+
+def print_passes_note(r: dict, k: str, class_name: str) -> None:
+    """Why a trainer that runs the U-Net more than once per step costs what it does (CLEF: twice)."""
+    passes, fr = FORWARD_PASSES[k], r["flops"][k] / r["flops"]["stock"]
+    wr = r["step"][k] / r["step"]["stock"]
+    times = "twice" if passes == 2 else f"{passes} times"
+    print(f"\n{class_name} runs the U-Net {times} per step, on the patch X and on T(X) (T a random affine), "
+          f"because its equivariance loss compares T(f(X)) with f(T(X)) (CLEF paper, Sect. 2.2, Eq. 2); it "
+          f"trains no segmentation (no deep supervision, labels unused). So its FLOP ratio is about {passes} by "
+          f"design (here {_num(fr, '.2f')}), its step-time target is <= {STEP_TARGETS[k]:.1f} x stock (the "
+          f"second pass and nothing more; here {wr:.2f}), wall / FLOP ({_num(wr / fr, '.2f')}; 1.00 = "
+          f"nothing beyond the arithmetic) is what it costs beyond "
+          f"the second pass, and the second pass keeps its activations for backward too (memory below).")
+    hp = r.get("clef_settings")
+    if hp:
+        print(f"CLEF settings: feature_dim {hp['feature_dim']}, anchors {hp['n_anchors']}, leaves {hp['n_leaves']}")
 
 
 def print_memory_table(r: dict, names, class_names) -> None:
@@ -539,11 +654,13 @@ def print_memory_table(r: dict, names, class_names) -> None:
 
 def print_losses_and_inference(r: dict, trainers, names, class_names, patch) -> None:
     step = r["step"]
-    print("\n| trainer | auxiliary loss (forward + backward) | ms | share of the trainer's step (target < 5 %) |")
-    print("|---" * 4 + "|")
+    print("\n| trainer | auxiliary part (forward + backward) | ms | share of the trainer's step | target |")
+    print("|---" * 5 + "|")
     for k, terms in r["loss_seconds"].items():
         for term, seconds in terms.items():
-            print(f"| {class_names[k]} | {term} | {seconds * 1e3:.1f} | {100 * seconds / step[k]:.2f} % |")
+            what, target = CLEF_PARTS.get(term, (term, 5.0))
+            print(f"| {class_names[k]} | {what} | {seconds * 1e3:.1f} | {100 * seconds / step[k]:.2f} % "
+                  f"| {'' if target is None else f'< {target:.0f} %'} |")
     print()
     budget, contrastive_trainer = r["contrastive_budget_seconds"], r["contrastive_trainer"]
     if budget is not None:
@@ -562,6 +679,54 @@ def print_losses_and_inference(r: dict, trainers, names, class_names, patch) -> 
               f"ratio {s[k] / s['stock']:.2f}")
 
 
+class _Phases:
+    """Progress on stderr, so that stdout holds only the results: seconds since the previous phase."""
+
+    def __init__(self) -> None:
+        self.clock = time.perf_counter()
+
+    def __call__(self, what: str) -> None:
+        now = time.perf_counter()
+        print(f"[{what}: {now - self.clock:.0f} s]", file=sys.stderr, flush=True)
+        self.clock = now
+
+
+def measure(args, names: List[str], trainers, batches, phase) -> dict:
+    """Every figure of the run, keyed as in the JSON file (steps, FLOPs, memory, parts, inference)."""
+    r = time_steps(trainers, batches, names, args, trainers["stock"].device)
+    r["n_params"] = {k: sum(p.numel() for p in t._trainable_parameters()) if hasattr(t, "_trainable_parameters")
+                     else sum(p.numel() for p in t.network.parameters()) for k, t in trainers.items()}
+    phase("timed steps")
+    r["flops"] = {k: float("nan") if args.no_flops else step_flops(trainers[k], batches[k]) for k in names}
+    phase("FLOP count")
+    saved = {k: saved_activation_bytes(trainers[k], batches[k]) for k in names}
+    r["saved_mib"] = None if any(v is None for v in saved.values()) else {k: v / 2 ** 20 for k, v in saved.items()}
+    phase("saved activations")
+    repeats = max(args.steps, 5)
+    r["loss_seconds"] = {k: part_seconds(trainers[k], batches[k], repeats) for k in names if k != "stock"}
+    r["contrastive_trainer"] = next((k for k in names if "contrastive" in r["loss_seconds"].get(k, {})), None)
+    r["contrastive_budget_seconds"] = None if r["contrastive_trainer"] is None else contrastive_budget_seconds(
+        trainers[r["contrastive_trainer"]], batches[r["contrastive_trainer"]], repeats)
+    r["clef_settings"] = trainers["clef"].aux_hyperparameters()["clef"] if "clef" in trainers else None
+    phase("auxiliary losses")
+    r["inference"] = inference_check(trainers, args.patch, trainers["stock"].device, max(args.steps // 2, 3))
+    phase("inference")
+    return r
+
+
+def _finite_or_none(values: dict) -> dict:
+    """FLOPs for JSON: NaN (not counted, ``--no-flops``) becomes null."""
+    return {k: (v if np.isfinite(v) else None) for k, v in values.items()}
+
+
+def write_json(path: str, args, class_names, r: dict) -> None:
+    keep = ("n_params", "wall", "cpu", "step", "step_cpu", "round_ratio", "saved_mib", "rss_mib",
+            "peak_mib", "loss_seconds", "contrastive_budget_seconds", "inference", "clef_settings")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"args": vars(args), "trainers": class_names, "flops": _finite_or_none(r["flops"]),
+                   **{k: r[k] for k in keep}}, f, indent=1)
+
+
 def main(argv: List[str] | None = None) -> None:
     args = parse_args(argv)
     names = selected_trainers(args.trainers)
@@ -573,14 +738,7 @@ def main(argv: List[str] | None = None) -> None:
 
     import torch
 
-    clock = [time.perf_counter()]
-
-    def phase(what: str) -> None:
-        # progress on stderr, so that stdout holds only the results
-        now = time.perf_counter()
-        print(f"[{what}: {now - clock[0]:.0f} s]", file=sys.stderr, flush=True)
-        clock[0] = now
-
+    phase = _Phases()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     plans = make_plans(args.patch, args.features, args.batch)
@@ -590,23 +748,7 @@ def main(argv: List[str] | None = None) -> None:
     class_names = {k: type(t).__name__ for k, t in trainers.items()}
     phase("setup")
     print(setup_line(args, trainers, batches, names))
-    r = time_steps(trainers, batches, names, args, device)
-    r["n_params"] = {k: sum(p.numel() for p in t._trainable_parameters()) if hasattr(t, "_trainable_parameters")
-                     else sum(p.numel() for p in t.network.parameters()) for k, t in trainers.items()}
-    phase("timed steps")
-    r["flops"] = {k: step_flops(trainers[k], batches[k]) for k in names}
-    phase("FLOP count")
-    saved = {k: saved_activation_bytes(trainers[k], batches[k]) for k in names}
-    r["saved_mib"] = None if any(v is None for v in saved.values()) else {k: v / 2 ** 20 for k, v in saved.items()}
-    phase("saved activations")
-    repeats = max(args.steps, 5)
-    r["loss_seconds"] = {k: aux_loss_seconds(trainers[k], batches[k], repeats) for k in names if k != "stock"}
-    r["contrastive_trainer"] = next((k for k in names if "contrastive" in r["loss_seconds"].get(k, {})), None)
-    r["contrastive_budget_seconds"] = None if r["contrastive_trainer"] is None else contrastive_budget_seconds(
-        trainers[r["contrastive_trainer"]], batches[r["contrastive_trainer"]], repeats)
-    phase("auxiliary losses")
-    r["inference"] = inference_check(trainers, args.patch, device, max(args.steps // 2, 3))
-    phase("inference")
+    r = measure(args, names, trainers, batches, phase)
     r["rss_mib"] = None if (device.type == "cuda" or args.no_rss) else rss_growth(args, names, images, labels,
                                                                                    scratch.name)
     phase("peak RSS subprocesses")
@@ -614,10 +756,7 @@ def main(argv: List[str] | None = None) -> None:
     print_memory_table(r, names, class_names)
     print_losses_and_inference(r, trainers, names, class_names, args.patch)
     if args.json:
-        keep = ("n_params", "flops", "wall", "cpu", "step", "step_cpu", "round_ratio", "saved_mib", "rss_mib",
-                "peak_mib", "loss_seconds", "contrastive_budget_seconds", "inference")
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"args": vars(args), "trainers": class_names, **{k: r[k] for k in keep}}, f, indent=1)
+        write_json(args.json, args, class_names, r)
     scratch.cleanup()
 
 

@@ -7,11 +7,11 @@
 # What it measures (every ratio against stock nnUNetTrainer measured in the same process):
 #   1. bench_trainers.py at nnU-Net's default 3d_fullres network (patch 128^3, features
 #      32-64-128-256-320-320, batch 2) under nnU-Net's autocast, eager: step time, FLOPs, peak
-#      memory of every trainer (the scale trainers incl. ...Lite, the peers, ClsAux, SimSiam).
-#   2. bench_clef.py at the same network, eager and with nnUNet_compile=true (target ratio <= 2.2).
+#      memory of every trainer (the scale trainers incl. ...Lite, the peers, ClsAux, SimSiam, CLEF).
+#   2. bench_trainers.py --trainers clef (CLEF vs stock) with nnUNet_compile=true (target ratio <= 2.2).
 # JSON results go to $OUT (the device tool's output folder) or ./device_checks_out, logs beside them.
 # Expected to take a few minutes on an H100/H200 (estimate: stock's step was 77 ms there at 128^3;
-# 12 rounds of 12 trainers, FLOP counts and compilation); SIZE=small (48 x 64 x 64, 16-128) takes under a minute.
+# 12 rounds of 16 trainers, FLOP counts and compilation); SIZE=small (48 x 64 x 64, 16-128) takes under a minute.
 #
 # Environment: DEVICE (cuda), SIZE (default | small | tiny), STEPS (10), THREADS (8), PYTHON (python).
 set -euo pipefail
@@ -58,11 +58,9 @@ FAILED=0
 COMMON=(--device "$DEVICE" --patch $PATCH --features $FEATURES --batch 2 --steps "$STEPS" --threads "$THREADS")
 run trainers_eager env nnUNet_compile=false "$PYTHON" benchmarks/bench_trainers.py "${COMMON[@]}" --warmup 2 --no-rss \
   --json "$OUTDIR/trainers_eager.json"
-run clef_eager env nnUNet_compile=false "$PYTHON" benchmarks/bench_clef.py "${COMMON[@]}" --warmup 2 \
-  --json "$OUTDIR/clef_eager.json"
-if [ "$DEVICE" = cuda ]; then
-  run clef_compiled env nnUNet_compile=true "$PYTHON" benchmarks/bench_clef.py "${COMMON[@]}" --warmup 3 --no-flops \
-    --json "$OUTDIR/clef_compiled.json"
+if [ "$DEVICE" = cuda ]; then  # CLEF eager is a row of trainers_eager
+  run clef_compiled env nnUNet_compile=true "$PYTHON" benchmarks/bench_trainers.py "${COMMON[@]}" --trainers clef \
+    --warmup 3 --no-flops --no-rss --json "$OUTDIR/clef_compiled.json"
 fi
 
 echo "== tables"

@@ -46,9 +46,9 @@ def test_cpu_dry_run_writes_every_trainer_and_clef_figures(tmp_path):
     proc = run_script(tmp_path, DEVICE="cpu", SIZE="tiny", THREADS="1")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "FAILED" not in proc.stdout
-    trainers = json.loads((tmp_path / "out" / "trainers_eager.json").read_text())
-    assert {"stock", "lite", "contrastive", "aux", "skeleton", "cldice"} <= set(trainers["step"])
+    trainers = json.loads((tmp_path / "out" / "trainers_eager.json").read_text(encoding="utf-8"))
+    assert {"stock", "lite", "contrastive", "aux", "skeleton", "cldice", "clef"} <= set(trainers["step"])
     assert all(v > 0 for v in trainers["step"].values())
-    clef = json.loads((tmp_path / "out" / "clef_eager.json").read_text())
-    assert clef["args"]["device"] == "cpu" and clef["args"]["patch"] == [32, 32, 32]
+    assert trainers["args"]["device"] == "cpu" and trainers["args"]["patch"] == [32, 32, 32]
+    assert set(trainers["loss_seconds"]["clef"]) == {"clef_warp", "clef_losses"}  # CLEF's affine T and losses
     assert not (tmp_path / "out" / "clef_compiled.json").exists()  # compiled CLEF runs on CUDA only
