@@ -120,7 +120,7 @@ class SkeletonTargetTransform(SegOnlyTransform):
         if mode not in SKELETON_TARGET_MODES:
             raise ValueError(f"mode must be one of {SKELETON_TARGET_MODES}, got {mode!r}")
         self.mode = mode
-        self.labels = None if labels is None else [tuple(int(v) for v in l) for l in labels]
+        self.labels = None if labels is None else [tuple(int(v) for v in group) for group in labels]
         self.channels = None if channels is None else [int(c) for c in channels]
         self.tube_radius = int(tube_radius)
         self.insert_at = insert_at

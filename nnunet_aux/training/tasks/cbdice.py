@@ -82,7 +82,7 @@ class CbDiceTask(AuxiliaryTask):
         self.channels = [int(c) for c in channels]
         if not self.channels:
             raise ValueError("cbDice needs at least one foreground structure")
-        self.labels = None if labels is None else [tuple(int(v) for v in l) for l in labels]
+        self.labels = None if labels is None else [tuple(int(v) for v in group) for group in labels]
         if not weight >= 0:
             raise ValueError(f"weight must be non-negative, got {weight!r}")
         if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:

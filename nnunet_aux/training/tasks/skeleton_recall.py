@@ -115,7 +115,7 @@ class SkeletonRecallTask(AuxiliaryTask):
         self.channels = [int(c) for c in channels]
         if not self.channels:
             raise ValueError("skeleton recall needs at least one foreground structure")
-        self.labels = None if labels is None else [tuple(int(v) for v in l) for l in labels]
+        self.labels = None if labels is None else [tuple(int(v) for v in group) for group in labels]
         if self.labels is not None and len(self.labels) != len(self.channels):
             raise ValueError(f"{len(self.labels)} label sets for {len(self.channels)} channels")
         if not weight >= 0:

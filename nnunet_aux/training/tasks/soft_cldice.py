@@ -62,7 +62,7 @@ class SoftClDiceTask(AuxiliaryTask):
         self.channels = [int(c) for c in channels]
         if not self.channels:
             raise ValueError("clDice needs at least one foreground structure")
-        self.labels = None if labels is None else [tuple(int(v) for v in l) for l in labels]
+        self.labels = None if labels is None else [tuple(int(v) for v in group) for group in labels]
         if self.labels is not None and len(self.labels) != len(self.channels):
             raise ValueError(f"{len(self.labels)} label sets for {len(self.channels)} channels")
         if not weight >= 0:
@@ -97,7 +97,7 @@ class SoftClDiceTask(AuxiliaryTask):
             return main_target[:, :len(self.channels)].bool()
         labels = main_target[:, 0]
         values = ([(0,)] if self.with_background else []) + self.labels
-        return torch.stack([torch.isin(labels, torch.as_tensor(l, device=labels.device)) for l in values], 1)
+        return torch.stack([torch.isin(labels, torch.as_tensor(group, device=labels.device)) for group in values], 1)
 
     def compute_losses(self, outputs: Dict[str, Any], batch: AuxBatch) -> Dict[str, torch.Tensor]:
         def first(value):
