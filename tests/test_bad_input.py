@@ -95,21 +95,6 @@ def make_raw(raw, name="Dataset935_Source", n_train=2):
     return folder
 
 
-@pytest.fixture
-def msd_dataset(tmp_path, monkeypatch):
-    """An MSD-style task converted to Dataset508 (2 scales, vessel + tumour), nnU-Net paths set."""
-    from nnunet_aux.conversion import DecompositionSettings, convert_msd_hepaticvessel
-
-    raw = tmp_path / "raw"
-    for k, v in (("nnUNet_raw", raw), ("nnUNet_preprocessed", tmp_path / "pre"), ("nnUNet_results", tmp_path / "res")):
-        monkeypatch.setenv(k, str(v))
-    task = make_msd(tmp_path)
-    out = convert_msd_hepaticvessel(task, 508, settings=DecompositionSettings(2, thresholds="fixed",
-                                                                            fixed_radii_mm=(2.0,)),
-                                    raw_root=raw, progress=False)
-    return {"task": task, "raw": raw, "folder": out, "tmp": tmp_path}
-
-
 # ------------------------------------------------------------- nnU-Net's own evaluation on converted data
 def nnunet_prediction(dataset_json, reference, rng=None):
     """What nnU-Net's predictor writes for ``reference``: region probabilities -> LabelManager's conversion.
@@ -267,22 +252,13 @@ def test_truncated_uncompressed_nifti(tmp_path):
 
 
 # ----------------------------------------------------------------------------- 2. evaluate's input errors
-@pytest.fixture
-def eval_folders(tmp_path):
-    ref, pred = tmp_path / "ref", tmp_path / "pred"
-    for i in range(2):
-        write(msd_label(), ref / f"case{i}.nii.gz")
-        write(msd_label(), pred / f"case{i}.nii.gz")
-    return ref, pred
-
-
 def evaluate(capsys, ref, pred, *extra):
     return cli(capsys, "evaluate", "-ref", ref, "-pred", pred, "--labels", "vessel=1", "tumour=2", "-np", 1,
                "--no-progress", *extra)
 
 
 def test_evaluate_input_errors_are_one_line(eval_folders, tmp_path, capsys):
-    ref, pred = eval_folders
+    ref, pred, _ = eval_folders  # tests/conftest.py; its dataset.json is found only when given
     assert evaluate(capsys, ref, pred)[0] == 0
     (pred / "summary_nnunet_aux.json").unlink()
     (pred / "summary_nnunet_aux.csv").unlink()
@@ -432,8 +408,8 @@ def test_one_rule_for_radius_thresholds_everywhere():
     assert set(np.unique(assign_scales(result, [2.0, 2.0]).labels)) <= {0, 1, 3}
     DecompositionSettings(3, thresholds="fixed", fixed_radii_mm=(2.0, 2.0))
     for bad in ([3.0, 1.0], [float("nan"), 1.0]):
-        for call in (lambda: decompose_vessels(mask, n_scales=3, thresholds=bad),
-                     lambda: assign_scales(result, bad),
-                     lambda: DecompositionSettings(3, thresholds="fixed", fixed_radii_mm=tuple(bad))):
+        for call in (lambda b=bad: decompose_vessels(mask, n_scales=3, thresholds=b),
+                     lambda b=bad: assign_scales(result, b),
+                     lambda b=bad: DecompositionSettings(3, thresholds="fixed", fixed_radii_mm=tuple(b))):
             with pytest.raises(InputError, match="non-decreasing"):
                 call()

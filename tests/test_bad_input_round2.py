@@ -75,18 +75,6 @@ def raw(tmp_path):
     return raw
 
 
-@pytest.fixture
-def eval_folders(tmp_path):
-    ref, pred = tmp_path / "ref", tmp_path / "pred"
-    for i in range(2):
-        write(msd_label(), ref / f"case{i}.nii.gz")
-        write(msd_label(), pred / f"case{i}.nii.gz")
-    (tmp_path / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "CT"}, "labels": {"background": 0, "vessel": 1, "tumour": 2}, "numTraining": 2,
-        "file_ending": ".nii.gz"}), encoding="utf-8")
-    return ref, pred, tmp_path / "dataset.json"
-
-
 def evaluate(capsys, ref, pred, *extra):
     return cli(capsys, "evaluate", "-ref", ref, "-pred", pred, "-np", 1, "--no-progress", *extra)
 
@@ -292,7 +280,8 @@ def test_undeclared_reference_value_warns(eval_folders, capsys):
 def test_evaluate_output_never_overwrites_an_input(eval_folders, tmp_path, capsys, target):
     """Case 5."""
     ref, pred, dataset_json = eval_folders
-    output = {"reference": ref / "case0.nii.gz", "prediction": pred / "case1.nii.gz", "dataset.json": dataset_json}[target]
+    output = {"reference": ref / "case0.nii.gz", "prediction": pred / "case1.nii.gz",
+              "dataset.json": dataset_json}[target]
     before = snapshot(tmp_path)
     code, err = evaluate(capsys, ref, pred, "--dataset-json", dataset_json, "-o", output)
     assert_one_line_error(code, err, "-o", "would overwrite")
@@ -323,9 +312,6 @@ def predictions(msd_dataset, tmp_path):
         out.CopyInformation(reference)
         sitk.WriteImage(out, str(pred / ref_file.name))
     return pred
-
-
-from test_bad_input import msd_dataset  # noqa: E402,F401  (the fixture)
 
 
 def test_map_labels_on_its_own_output_is_refused(predictions, tmp_path, capsys):
