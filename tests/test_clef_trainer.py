@@ -247,6 +247,7 @@ def _ddp_worker(rank, world, init_file, out_dir):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two gloo processes (mp.spawn)
 def test_ddp_synchronises_the_unet_and_clef_heads(tmp_path):
     """Two gloo ranks (one with a single sample): every gradient is the ranks' average, no parameter unused."""
     import torch.distributed as dist

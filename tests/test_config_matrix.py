@@ -70,6 +70,8 @@ CASCADE_TRAINER = "nnUNetTrainerScaleContrastiveSimSiam"
 PREDICTED_LABELS = {0, 1, 4}
 IGNORE_LABEL = 5
 
+pytestmark = pytest.mark.slow  # every test uses the matrix fixture (nnUNetv2_plan_and_preprocess); most train
+
 
 # ---------------------------------------------------------------------------------------------- fixtures
 def write_ignore_variant(source: Path, dataset_id: int) -> Path:
@@ -393,7 +395,7 @@ def add_lowres_and_cascade(preprocessed: Path, plans: str = "nnUNetPlans") -> No
     path.write_text(json.dumps(p, indent=1), encoding="utf-8")
 
 
-@pytest.mark.slow  # the slowest test of the matrix (two plans stages, three trainings, nnU-Net's validation)
+# the slowest test of the matrix (two plans stages, three trainings, nnU-Net's validation)
 def test_lowres_then_cascade(matrix, tmp_path, monkeypatch):
     """3d_lowres trains and writes the next stage's inputs; 3d_cascade_fullres trains on them (one more
     input channel per foreground label) and predicts from lowres predictions; CLEF pretrains on it too."""

@@ -50,6 +50,8 @@ from nnunet_aux.training.tasks import ClsTask, ScaleTask, SimSiamTask, SkeletonR
 DS_WEIGHTS = [0.5713, 0.2857, 0.1428, 1e-6]
 STEPS = 3  # the last step only checks that DDP accepts it (it raises if a parameter went unused before)
 
+pytestmark = pytest.mark.slow  # two gloo processes per test (mp.spawn), each importing torch and nnU-Net
+
 
 def build(tasks):
     from test_heads import plain_unet

@@ -51,6 +51,7 @@ def worker(rank, init_file, out_dir):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two gloo processes (mp.spawn)
 @pytest.mark.timeout(300)
 def test_recall_sums_are_pooled_over_ranks_with_the_all_gather_gradient(tmp_path):
     mp.spawn(worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
