@@ -90,12 +90,37 @@ def test_generic_dataset(tmp_path):
     assert report["test_cases"]["case2"]["labelled"] is False
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # nnU-Net's verification starts a spawned process pool for each check
 def test_generic_dataset_passes_nnunet_verification(tmp_path):
+    """nnU-Net reads the decomposed dataset as meant and its integrity check, which rejects a broken
+    copy of it, accepts it."""
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+    from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
     make_raw_dataset(tmp_path)
-    verify_dataset_integrity(str(decompose(tmp_path)), num_processes=1)
+    out = decompose(tmp_path)
+    # what nnU-Net finds: both training cases with their two channels and label; the test case is no training case
+    found = get_filenames_of_train_images_and_targets(str(out))
+    assert sorted(found) == ["case0", "case1"]
+    for case, files in found.items():
+        assert [os.path.basename(f) for f in files["images"]] == [f"{case}_0000.nii.gz", f"{case}_0001.nii.gz"]
+        assert files["label"] == str(out / "labelsTr" / f"{case}.nii.gz")
+    labels = LabelManager(load_dataset_json(out)["labels"], load_dataset_json(out)["regions_class_order"])
+    assert labels.foreground_regions == [(1, 2), 3] and labels.ignore_label == 4
+    verify_dataset_integrity(str(out), num_processes=1)  # raises on any problem it finds
+
+    # the same check on a copy with an undeclared label value (7): nnU-Net refuses it
+    label_file = out / "labelsTr" / "case1.nii.gz"
+    label = sitk.ReadImage(str(label_file))
+    array = sitk.GetArrayFromImage(label)
+    array[5, 5, 5] = 7
+    broken = sitk.GetImageFromArray(array)
+    broken.CopyInformation(label)
+    label_file.unlink()  # a new file, in case it is a link
+    sitk.WriteImage(broken, str(label_file))
+    with pytest.raises(RuntimeError, match="unexpected labels"):
+        verify_dataset_integrity(str(out), num_processes=1)
 
 
 def test_source_by_name_or_path_and_target_name(tmp_path):
