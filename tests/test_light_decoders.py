@@ -122,13 +122,27 @@ def test_balanced_bce_matches_a_direct_computation():
 
 
 def test_balanced_bce_in_nnunets_loss_with_ignore_label():
+    """Inside nnU-Net's DC_and_BCE_loss with an ignore channel, the balanced BCE is averaged over the
+    valid voxels only, beside nnU-Net's masked soft Dice; ignored voxels get no gradient."""
     loss = build_region_loss(False, False, True, None, bce_pos_weight="balanced")
-    logits = torch.randn(2, 1, 8, 8)
+    torch.manual_seed(0)
+    logits = torch.randn(2, 1, 8, 8, requires_grad=True)
     target = torch.zeros(2, 2, 8, 8, dtype=torch.bool)
-    target[:, 0, 2:4, 2:4] = True
-    target[:, 1, :, 6:] = True  # ignored
+    target[:, 0, 2:4, 2:4] = True  # 8 foreground voxels of 128
+    target[:, 1, :, 6:] = True  # ignored: the last two columns, 32 voxels
     value = loss(logits, target)
-    assert torch.isfinite(value)
+    # by hand: the weight is computed over the region channel's voxels, ignored ones counted as
+    # background (120 / 8 = 15; the valid voxels alone would give 88 / 8 = 11); the weighted BCE is
+    # averaged over the 96 valid voxels; Dice per sample over valid voxels, smooth 1e-5, negated
+    p, y, valid = torch.sigmoid(logits), target[:, :1].float(), (~target[:, 1:]).float()
+    bce = (-(15 * y * torch.log(p) + (1 - y) * torch.log(1 - p)) * valid).sum() / 96
+    dice = (2 * (p * y * valid).sum((2, 3)) + 1e-5) / ((y * valid).sum((2, 3)) + (p * valid).sum((2, 3)) + 1e-5)
+    torch.testing.assert_close(value, bce - dice.mean())
+    grad, = torch.autograd.grad(value, logits)
+    assert torch.all(grad[..., 6:] == 0) and torch.all(grad[..., :6] != 0)
+    changed = logits.detach().clone()
+    changed[..., 6:] = 100.0  # whatever is predicted at ignored voxels does not count
+    torch.testing.assert_close(loss(changed, target), value.detach())
 
 
 def test_validation_counts_are_each_decoders_own_confusion():
