@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -495,9 +494,8 @@ def test_experiment_end_to_end_and_resume(scale_dataset, tmp_path):
                 "--folds", "0", "1", "--trainers", *trainers, *extra]
 
     # the first run in submitit's debug executor (in this process), the re-runs with the default local one
-    start = time.perf_counter()
-    first = subprocess.run(command(trainers, "--cluster", "debug"), env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=1500)
-    first_seconds = time.perf_counter() - start
+    first = subprocess.run(command(trainers, "--cluster", "debug"), env=env, capture_output=True, text=True,
+                           encoding="utf-8", errors="replace", timeout=1500)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
 
     results = root / "results" / scale_dataset["preprocessed"].name
@@ -518,19 +516,18 @@ def test_experiment_end_to_end_and_resume(scale_dataset, tmp_path):
         (t, f, "1") for t in trainers for f in ("0", "1")}
 
     # rerun: nothing is retrained, evaluations come from the cache
-    start = time.perf_counter()
-    second = subprocess.run(command(trainers), env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600)
-    second_seconds = time.perf_counter() - start
+    second = subprocess.run(command(trainers), env=env, capture_output=True, text=True, encoding="utf-8",
+                            errors="replace", timeout=600)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert [p.stat().st_mtime for p in checkpoints] == mtimes
     state = json.loads((out / "experiment.json").read_text(encoding="utf-8"))
     assert all(s["command"] is None and s["evaluation_reused"] for s in state["steps"])
-    assert second_seconds < first_seconds / 4, (first_seconds, second_seconds)
 
     # a killed run: validation missing -> --val; checkpoint_latest only -> --c (seen in the log)
     fold = results / "nnUNetTrainerTiny_test__nnUNetPlans__3d_fullres" / "fold_1"
     shutil.rmtree(fold / "validation")
-    third = subprocess.run(command(trainers), env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600)
+    third = subprocess.run(command(trainers), env=env, capture_output=True, text=True, encoding="utf-8",
+                           errors="replace", timeout=600)
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
     log = (out / "logs" / "nnUNetTrainerTiny_test__fold_1.log").read_text(encoding="utf-8")
     assert "3d_fullres 1 -tr nnUNetTrainerTiny_test -p nnUNetPlans -device cpu --val" in log
