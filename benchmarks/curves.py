@@ -154,7 +154,8 @@ class Curves(Benchmark):
     def __init__(self, settings: Settings, cluster, results: Path, ratios: dict[str, float], margin: float,
                  per_epoch: int, command: str):
         super().__init__(settings, cluster)
-        self.results, self.ratios, self.margin, self.per_epoch, self.command = results, ratios, margin, per_epoch, command
+        self.results, self.ratios, self.margin = results, ratios, margin
+        self.per_epoch, self.command = per_epoch, command
 
     def runs(self, regime: Regime) -> list[CurveRun]:
         runs = []

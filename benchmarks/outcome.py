@@ -200,7 +200,8 @@ def check_settings(s: Settings) -> None:
 
 def announce(s: Settings) -> None:
     """The plan and a rough duration, before anything runs."""
-    base = 2.2 if s.device == "cpu" else 0.1  # stock seconds per iteration (32x64x64, batch 2; 2.2 s measured 2026-12-02)
+    # stock seconds per iteration (32x64x64, batch 2; 2.2 s measured 2026-12-02)
+    base = 2.2 if s.device == "cpu" else 0.1
     trainings, seconds = estimate_seconds(s, lambda t: base * RELATIVE_STEP.get(t, 1.0))
     print(f"outcome benchmark: regimes {list(s.regimes)}, seeds {list(s.seeds)}, trainers {list(s.trainers)}")
     print(f"  {s.iterations} iterations ({s.epochs} epochs), {s.val_iterations} validation iterations per epoch, "

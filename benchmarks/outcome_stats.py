@@ -65,7 +65,8 @@ def seed_summary(matrix: np.ndarray) -> dict[str, float | int]:
     return {"mean": float(np.mean(per_seed)), "std": std, "n_seeds": int(per_seed.size)}
 
 
-def bootstrap_indices(n_seeds: int, n_cases: int, n_boot: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def bootstrap_indices(n_seeds: int, n_cases: int, n_boot: int,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Seed and case indices of ``n_boot`` two-way resamples (seeds and cases drawn independently)."""
     seeds = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
     cases = rng.integers(0, n_cases, size=(n_boot, n_cases))

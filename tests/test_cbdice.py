@@ -99,7 +99,7 @@ def test_distance_transform_and_radius_maps_on_a_known_bar():
     np.testing.assert_allclose(d[0, :, 4].numpy(), [0, 1, 2, 3, 2, 1, 0])
     skel = torch.zeros_like(m)
     skel[0, 3, 2:7] = 1
-    D, S, I = cbdice_radius_weights(m, skel, dim=2)
+    D, S, I = cbdice_radius_weights(m, skel, dim=2)  # noqa: E741 (the paper's names)
     assert D.max() == 1 and D[0, 2, 4] == pytest.approx(2 / 3)  # distances / the largest radius 3
     assert S[0, 3, 4] == 1 and S[0, 3, 2] == pytest.approx(2 / 3)  # the skeleton's end is 2 from the edge
     # linear inverse: (R - r + R_min) / R with R = 3, R_min = 1
@@ -164,7 +164,7 @@ def test_empty_target_and_prediction_are_finite_and_perfect_is_zero():
     assert float(cbdice_loss(t, t)) == pytest.approx(0, abs=1e-6)
     # a prediction without target and a target without prediction: finite, penalised
     for p, target in ((t * 0.9, torch.zeros_like(t)), (t * 0.1, t)):
-        value, grad = grad_of(lambda x: cbdice_loss(x, target), p)
+        value, grad = grad_of(lambda x, target=target: cbdice_loss(x, target), p)
         assert torch.isfinite(value) and value > 0.5 and torch.isfinite(grad).all()
 
 

@@ -39,7 +39,8 @@ def test_top_level_help_lists_commands_without_importing_them():
     code = ("import sys; from nnunet_aux.cli import main\n"
             "try:\n    main(['-h'])\nexcept SystemExit:\n    pass\n"
             "print('LOADED', [m for m in ('SimpleITK', 'torch', 'nnunet_aux.conversion.writer') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", errors="replace", check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8",
+                         errors="replace", check=True).stdout
     for command in ("synth", "decompose", "multiclass", "convert", "trainer-path"):
         assert command in out
     assert "LOADED []" in out
@@ -81,7 +82,8 @@ def test_decompose_and_multiclass_commands(tmp_path, capsys):
     assert main(["decompose", "-d", "932", "-o", "933", "-np", "1", *common]) == 2
     assert "region-based source datasets are not supported" in capsys.readouterr().err
     assert main(["multiclass", "-d", "932", "-o", "934", *common]) == 0
-    dataset_json = json.loads((tmp_path / "Dataset934_SyntheticVessels_multiclass" / "dataset.json").read_text(encoding="utf-8"))
+    multiclass = tmp_path / "Dataset934_SyntheticVessels_multiclass"
+    dataset_json = json.loads((multiclass / "dataset.json").read_text(encoding="utf-8"))
     assert dataset_json["labels"]["vessel_small"] == 1
 
 
@@ -102,7 +104,7 @@ def test_synth_then_nnunet_verification_and_fingerprint(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "verify_dataset_integrity Done" in result.stdout
     raw = tmp_path / "raw" / "Dataset941_SyntheticVessels"
-    assert json.loads((raw / "dataset.json").read_text(encoding="utf-8"))["scales"] == {"vessel": {"small": 1, "medium": 2,
-                                                                                    "large": 3}}
+    scales = json.loads((raw / "dataset.json").read_text(encoding="utf-8"))["scales"]
+    assert scales == {"vessel": {"small": 1, "medium": 2, "large": 3}}
     fingerprint = json.loads((tmp_path / "pre" / raw.name / "dataset_fingerprint.json").read_text(encoding="utf-8"))
     assert len(fingerprint["spacings"]) == 3

@@ -99,7 +99,8 @@ def test_cls_trainer_trains_predicts_like_stock_and_resumes(scale_dataset, nnune
     logging = trained["checkpoint"]["logging"]
     assert len(logging["val_cls_accuracy"]) == 1 and 0 <= logging["val_cls_accuracy"][0] <= 1
     assert len(logging["val_cls_auroc"]) == 1  # NaN when every validation patch holds a vessel
-    assert "presence classification (val): accuracy" in next(trained["fold"].glob("training_log_*.txt")).read_text(encoding="utf-8")
+    log = next(trained["fold"].glob("training_log_*.txt")).read_text(encoding="utf-8")
+    assert "presence classification (val): accuracy" in log
 
     # parity: the same checkpoint, handed to stock nnU-Net as an nnUNetTrainer checkpoint, predicts the same
     stock = scale_dataset["results"] / "nnUNetTrainer__nnUNetPlans__3d_fullres"
@@ -124,8 +125,8 @@ def test_voxel_simsiam_trainer_trains_predicts_and_resumes(scale_dataset, nnunet
     hp = aux["hyperparameters"]["simsiam"]
     assert (hp["n_layers"], hp["weight"], hp["hidden_channels"], hp["max_voxels"], hp["max_false_negatives"]) == \
         (3, 10.0, 64, 1700, 1000)
-    n_stages = len(json.loads((trained["folder"] / "plans.json").read_text(encoding="utf-8"))["configurations"]["3d_fullres"]
-                   ["architecture"]["arch_kwargs"]["features_per_stage"])
+    plans = json.loads((trained["folder"] / "plans.json").read_text(encoding="utf-8"))
+    n_stages = len(plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"])
     assert hp["stages"] == list(range(n_stages - 3, n_stages))
     for layer in range(3):
         assert any(k.startswith(f"simsiam.heads.{layer}.prediction.") for k in aux["task_weights"])

@@ -252,7 +252,8 @@ def test_killed_controller_then_rerun_trains_every_fold_once(fake_tree):
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert len(calls(fake_tree)) == 0
-    second = subprocess.run(command, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300)
+    second = subprocess.run(command, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace",
+                            timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     assert sorted(c["call"] for c in calls(fake_tree)) == ["TrainerA 0", "TrainerA 1", "TrainerB 0", "TrainerB 1"]
     assert "| TrainerA | 2/2 |" in second.stdout and "| TrainerB | 2/2 |" in second.stdout

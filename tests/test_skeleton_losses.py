@@ -92,8 +92,9 @@ def test_recall_matches_direct_values_and_gradients(shape, batch_dice):
     s = (torch.rand(shape, generator=g) > 0.7).float()
     valid = torch.rand((shape[0], 1, *shape[2:]), generator=g) > 0.2
     for v in (None, valid):
-        ours, g_ours = grad_of(lambda x: skeleton_recall_loss(x, s, v, batch_dice), p)
-        ref, g_ref = grad_of(lambda x: direct_recall_loss(x, s, None if v is None else v.float(), batch_dice), p)
+        ours, g_ours = grad_of(lambda x, v=v: skeleton_recall_loss(x, s, v, batch_dice), p)
+        ref, g_ref = grad_of(lambda x, v=v: direct_recall_loss(x, s, None if v is None else v.float(), batch_dice),
+                             p)
         torch.testing.assert_close(ours, ref)
         torch.testing.assert_close(g_ours, g_ref)
     # the gradient is exactly where the (valid) skeleton is: -1 / (C * |skeleton of the class|) with batch Dice

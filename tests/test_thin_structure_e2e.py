@@ -71,7 +71,8 @@ def test_cbdice_trains_and_predicts_through_stock_commands(scale_dataset, nnunet
     ckpt = trained["checkpoint"]
     assert set(ckpt["network_weights"]) == stock_network_keys(trained["folder"])
     settings = ckpt["aux_state"]["hyperparameters"]["cbdice"]
-    assert (settings["weight"], settings["ce_weight"], settings["iterations"], settings["smooth"]) == (1.0, 2.0, 10, 1e-3)
+    assert (settings["weight"], settings["ce_weight"], settings["iterations"], settings["smooth"]) == \
+        (1.0, 2.0, 10, 1e-3)
     assert ckpt["aux_state"]["task_weights"] == {}
     for split in ("train", "val"):
         values = ckpt["logging"][f"{split}_loss_cbdice"]

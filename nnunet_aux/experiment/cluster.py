@@ -125,7 +125,8 @@ class ClusterOptions:
             if value is not None:
                 params[key] = value
         if self.mem_gb is not None:
-            params["mem"] = f"{int(self.mem_gb)}GB" if self.mem_gb == int(self.mem_gb) else f"{int(self.mem_gb * 1024)}MB"
+            whole = self.mem_gb == int(self.mem_gb)
+            params["mem"] = f"{int(self.mem_gb)}GB" if whole else f"{int(self.mem_gb * 1024)}MB"
         return params
 
 

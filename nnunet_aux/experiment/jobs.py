@@ -160,7 +160,8 @@ class TrainingJob(Checkpointable):
         >>> job = TrainingJob("k", "510", "3d_fullres", 0, "nnUNetTrainer", "nnUNetPlans", "cpu", "/r/fold_0",
         ...                   "/l.log", {}, ["nnUNetv2_train"])
         >>> job.train_command("interrupted")
-        ['nnUNetv2_train', '510', '3d_fullres', '0', '-tr', 'nnUNetTrainer', '-p', 'nnUNetPlans', '-device', 'cpu', '--c']
+        ['nnUNetv2_train', '510', '3d_fullres', '0', '-tr', 'nnUNetTrainer', '-p', 'nnUNetPlans', '-device', 'cpu',
+         '--c']
         """
         flags = {NEW: [], INTERRUPTED: ["--c"], NEEDS_VALIDATION: ["--val"]}
         if state not in flags:
