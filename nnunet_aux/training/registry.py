@@ -29,14 +29,12 @@ FAMILIES: dict[str, str] = {
 #: Short name used in :attr:`TrainerInfo.implements` -> full reference.
 PAPERS: dict[str, str] = {
     "Sadikine et al. 2023": "A. Sadikine et al., Scale-specific auxiliary multi-task contrastive learning for deep "
-                            "liver vessel segmentation, ISBI 2023 (shared/papers/scale_specific_aux_contrastive_"
-                            "vessels.md)",
-    "CMU-Net": "A. Moseley, A. Wang and A. A. Z. Imran, Context-aware multitasking for medical image segmentation "
-               "(shared/papers/cmunet_context_aware_multitasking.md)",
+                            "liver vessel segmentation, ISBI 2023",
+    "CMU-Net": "A. Moseley, A. Wang and A. A. Z. Imran, Context-aware multitasking for medical image segmentation",
     "Lee et al.": "C. E. Lee, M. Chung and Y.-G. Shin, Voxel-level Siamese representation learning for abdominal "
-                  "multi-organ segmentation (shared/papers/voxel_level_siamese_representation.md)",
+                  "multi-organ segmentation",
     "CLEF": "I. Kuleshov, M. Goncharov and V. Soboleva, CLEF: Contrastive learning of equivariant features in CT "
-            "images, FLARE 2022 (shared/papers/clef_contrastive_equivariant_features.md)",
+            "images, FLARE 2022",
     "Kirchhoff et al. 2024": "Y. Kirchhoff et al., Skeleton Recall Loss for connectivity conserving and resource "
                              "efficient segmentation of thin tubular structures, ECCV 2024, arXiv:2404.03010 "
                              "(code: skeleton-recall 1.0.0)",
