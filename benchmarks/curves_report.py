@@ -13,13 +13,12 @@ docstring) and writes, without retraining anything:
 Definitions (per regime, per metric; seed curves are interpolated linearly in training
 seconds between snapshots, never extrapolated):
 
-- a trainer's **plateau value**: the mean over seeds of its curve averaged over the snapshots in
-  the last third of its own training time;
-- **plateau reached** (the criterion): the mean-over-seeds curve changes by less than
-  ``--tolerance`` (default 0.01, one point) over that last third, read two ways: the range (max -
-  min) of its snapshots there, and the change of the least-squares line through them over the
-  third (the range never drops below the snapshot-to-snapshot noise, the fitted line measures the
-  drift); both are reported;
+- a trainer's **plateau value**: the mean over seeds of its snapshots in the last third of its
+  iterations (the same snapshots for every seed, whatever the speed of the machine was);
+- **plateau reached** (the criterion): the mean over seeds changes by less than ``--tolerance``
+  (default 0.01, one point) over that last third, read two ways: the range (max - min) of those
+  snapshots, and the change of the least-squares line through them over the third (the range never
+  drops below the snapshot-to-snapshot noise, the fitted line measures the drift); both are reported;
 - **time to plateau**: the first training time at which the mean-over-seeds curve comes within
   the tolerance of the plateau value;
 - **Δ at stock's plateau time**: the trainer minus stock at the wall time where stock first
@@ -126,26 +125,40 @@ def common_grid(seed_runs: dict[int, dict[str, Any]], n: int = 200) -> np.ndarra
     return np.linspace(max(starts), min(ends), n)
 
 
+def snapshot_means(seed_runs: dict[int, dict[str, Any]], metric: str,
+                   cases: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(iterations every seed has a snapshot at, mean over seeds of the per-seed mean over cases there)."""
+    common = sorted(set.intersection(*({s["iterations"] for s in r["snapshots"]} for r in seed_runs.values())))
+    rows = []
+    for run in seed_runs.values():
+        by_it = {s["iterations"]: s for s in run["snapshots"]}
+        rows.append([np.nanmean([np.nan if by_it[i]["cases"][c].get(metric) is None
+                                 else float(by_it[i]["cases"][c][metric]) for c in cases]) for i in common])
+    return np.array(common, dtype=float), np.nanmean(np.array(rows, dtype=float), axis=0)
+
+
 def plateau(seed_runs: dict[int, dict[str, Any]], metric: str, cases: Sequence[str],
             tolerance: float) -> dict[str, Any]:
-    """Plateau value, whether the criterion is met, its spread and the time it is first reached."""
-    grid = common_grid(seed_runs)
-    curve = np.nanmean(mean_curve(seed_runs, metric, cases, grid), axis=0)
-    start_third = grid[-1] * 2 / 3  # the last third of the training time, which starts at 0
-    last_third = grid >= start_third
-    # the criterion on the snapshots themselves (no interpolation inside the last third)
-    snap_times = sorted({s["train_seconds"] for r in seed_runs.values() for s in r["snapshots"]})
-    in_third = [t for t in snap_times if start_third <= t <= grid[-1]]
-    snap_curve = np.nanmean(mean_curve(seed_runs, metric, cases, np.array(in_third)), axis=0) \
-        if in_third else curve[last_third]
+    """Plateau value, whether the criterion is met, its spread and the time it is first reached.
+
+    The criterion is read on the snapshots in the last third of the trainer's iterations (the same
+    snapshots for every seed), so that seeds trained at different speeds are compared at the same
+    point of their schedule; the time to reach the plateau is read on the wall-time curve.
+    """
+    iterations, means = snapshot_means(seed_runs, metric, cases)
+    budget = iterations[-1]
+    last = iterations >= budget * 2 / 3
+    snap_curve, in_third = means[last], iterations[last]
     value = float(np.nanmean(snap_curve))
     spread = float(np.nanmax(snap_curve) - np.nanmin(snap_curve))
-    trend = _trend(np.array(in_third), snap_curve, grid[-1] - start_third) if len(in_third) > 1 else float("nan")
+    trend = _trend(in_third, snap_curve, budget / 3) if len(in_third) > 1 else float("nan")
+    grid = common_grid(seed_runs)
+    curve = np.nanmean(mean_curve(seed_runs, metric, cases, grid), axis=0)
     within = np.flatnonzero(np.abs(curve - value) <= tolerance)
     reached = float(grid[within[0]]) if len(within) else float("nan")
     return {"value": value, "spread": spread, "trend": trend, "met": spread < tolerance,
             "trend_met": abs(trend) < tolerance, "time_s": reached, "end_s": float(grid[-1]),
-            "snapshots_in_last_third": len(in_third)}
+            "snapshots_in_last_third": int(last.sum())}
 
 
 def _trend(times: np.ndarray, values: np.ndarray, duration: float) -> float:
@@ -224,12 +237,13 @@ def markdown(analysis: dict[str, Any], tolerance: float = 0.01) -> str:
         trend_met = all(stock[m]["trend_met"] for m in ("dice", "recall_small"))
         lines += [f"**Regime {regime}**: {len(result['seeds'])} seed(s), {len(result['cases'])} test cases. "
                   f"Plateau criterion (stock's mean over seeds, Dice and small-vessel recall, over the snapshots "
-                  f"of the last third of its training time): range below {tolerance:g}: "
+                  f"in the last third of its iterations): range below {tolerance:g}: "
                   f"**{'met' if met else 'NOT met'}** (Dice {stock['dice']['spread']:.3f}, small recall "
                   f"{stock['recall_small']['spread']:.3f}); change of the fitted line below {tolerance:g}: "
                   f"**{'met' if trend_met else 'NOT met'}** (Dice {stock['dice']['trend']:+.3f}, small recall "
                   f"{stock['recall_small']['trend']:+.3f}).", ""]
-        lines += ["Plateau value (mean over seeds of the last third of each trainer's own curve), and minutes of "
+        lines += ["Plateau value (mean over seeds of the snapshots in the last third of each trainer's iterations), "
+                  "and minutes of "
                   "training to first come within one point of it:", "",
                   "| trainer | iterations | training min | " + " | ".join(f"{name} plateau (min)"
                                                                     for _, name in TABLE_METRICS) + " |",
