@@ -43,6 +43,26 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def add_command_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str,
+                       description: str) -> argparse.ArgumentParser:
+    """Add the parser of command ``name``, its description printed as written, and return it.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        From ``ArgumentParser.add_subparsers()``.
+    name, help_text, description : str
+        The command, its line in ``nnunet_aux -h`` and the text of ``nnunet_aux NAME -h``.
+
+    Returns
+    -------
+    parser : argparse.ArgumentParser
+        The caller adds the arguments and sets ``func``.
+    """
+    return subparsers.add_parser(name, help=help_text, description=description,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def run_trainer_path(args: argparse.Namespace) -> int:
     """Print the folder that nnU-Net's ``nnUNet_extTrainer`` should point at."""
     from .training import trainer_path

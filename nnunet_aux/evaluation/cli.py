@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 
+from ..cli import add_command_parser
 from ..errors import InputError
 from .folder import default_num_processes, evaluate_folders
 from .labels import parse_label_arguments, parse_scale_arguments, with_scales
@@ -39,24 +40,12 @@ vessel:small=1,medium=2,large=3).
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``evaluate`` parser to a subparsers object and return it.
-
-    Parameters
-    ----------
-    subparsers : argparse._SubParsersAction
-        From ``ArgumentParser.add_subparsers()``.
-
-    Returns
-    -------
-    parser : argparse.ArgumentParser
-        Its ``func`` default is :func:`run`.
-    """
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="evaluate a folder of predictions (Dice, clDice, HD95, ASSD, per-scale recall)",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    """Add the ``evaluate`` parser (:func:`nnunet_aux.cli.add_command_parser`) and return it;
+    its ``func`` default is :func:`run`."""
+    parser = add_command_parser(
+        subparsers, "evaluate",
+        "evaluate a folder of predictions (Dice, clDice, HD95, ASSD, per-scale recall)",
+        DESCRIPTION)
     parser.add_argument("-ref", "--ref", dest="ref", required=True, metavar="FOLDER",
                         help="folder of reference label maps, e.g. nnUNet_raw/DatasetXXX/labelsTs")
     parser.add_argument("-pred", "--pred", dest="pred", required=True, metavar="FOLDER",

@@ -10,6 +10,8 @@ import argparse
 import logging
 import sys
 
+from ..cli import add_command_parser
+
 DESCRIPTION = """\
 Run a cross-validation experiment with nnU-Net and tabulate it as in Sadikine et al., Table 1.
 
@@ -59,24 +61,12 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``experiment`` parser to a subparsers object and return it.
-
-    Parameters
-    ----------
-    subparsers : argparse._SubParsersAction
-        From ``ArgumentParser.add_subparsers()``.
-
-    Returns
-    -------
-    parser : argparse.ArgumentParser
-        Its ``func`` default is :func:`run`.
-    """
-    parser = subparsers.add_parser(
-        "experiment",
-        help="train (or reuse) several trainers on several folds, evaluate, write Table 1",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    """Add the ``experiment`` parser (:func:`nnunet_aux.cli.add_command_parser`) and return it;
+    its ``func`` default is :func:`run`."""
+    parser = add_command_parser(
+        subparsers, "experiment",
+        "train (or reuse) several trainers on several folds, evaluate, write Table 1",
+        DESCRIPTION)
     parser.add_argument("-d", "--dataset", required=True, metavar="ID",
                         help="dataset ID or name (DatasetXXX_Name), planned and preprocessed")
     parser.add_argument("--trainers", "-tr", nargs="+", required=True, metavar="TRAINER",
