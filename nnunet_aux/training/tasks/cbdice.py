@@ -8,13 +8,13 @@ nnU-Net's weights (their ``nnUNetTrainer_CE_DC_CBDC`` wraps the whole loss in nn
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
 from ...losses.cbdice import PAPER_CBDICE_ITERATIONS, PAPER_CBDICE_SMOOTH, cbdice_loss
-from ..task import AuxBatch, AuxiliaryTask
-from .skeleton_recall import _levels
+from ..task import AuxBatch
+from .skeleton_recall import MainOutputTask, _levels, check_count
 
 
 def foreground_probability(logits: torch.Tensor, channels: Sequence[int], regions: bool) -> torch.Tensor:
@@ -48,7 +48,7 @@ def foreground_probability(logits: torch.Tensor, channels: Sequence[int], region
     return torch.softmax(torch.cat([z[:, :1], fg], 1), 1)[:, 1:2]
 
 
-class CbDiceTask(AuxiliaryTask):
+class CbDiceTask(MainOutputTask):
     """L = L_nnU-Net + lambda (1 - cbDice) at every deep-supervision level.
 
     Parameters
@@ -79,16 +79,8 @@ class CbDiceTask(AuxiliaryTask):
                  weight: float = 1.0, iterations: int = PAPER_CBDICE_ITERATIONS, smooth: float = PAPER_CBDICE_SMOOTH,
                  deep_supervision_weights: Optional[Sequence[float]] = None, mask_ignore: bool = True):
         super().__init__()
-        self.channels = [int(c) for c in channels]
-        if not self.channels:
-            raise ValueError("cbDice needs at least one foreground structure")
-        self.labels = None if labels is None else [tuple(int(v) for v in group) for group in labels]
-        if not weight >= 0:
-            raise ValueError(f"weight must be non-negative, got {weight!r}")
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
-            raise ValueError(f"iterations must be a non-negative int, got {iterations!r}")
-        self.weight = float(weight)
-        self.iterations = iterations
+        self.init_structures(channels, labels, weight, "cbDice", match_labels=False)
+        self.iterations = check_count("iterations", iterations)
         self.smooth = float(smooth)
         self.deep_supervision_weights = (None if deep_supervision_weights is None
                                          else [float(w) for w in deep_supervision_weights])
@@ -98,12 +90,6 @@ class CbDiceTask(AuxiliaryTask):
         return {"weight": self.weight, "iterations": self.iterations, "smooth": self.smooth,
                 "deep_supervision_weights": self.deep_supervision_weights, "mask_ignore": self.mask_ignore,
                 "labels": self.labels, "output_channels": self.channels}
-
-    def forward(self, skips: List[torch.Tensor], main_output: Any) -> Dict[str, Any]:
-        return {"logits": main_output}
-
-    def loss_weights(self) -> Dict[str, float]:
-        return {"cbdice": self.weight}
 
     def target_mask(self, main_target: torch.Tensor) -> torch.Tensor:
         """The binary foreground (B, 1, ...) of nnU-Net's main target.

@@ -68,7 +68,40 @@ def _levels(value, n: int) -> List[Any]:
     return [value] * n if value is None else [value]
 
 
-class SkeletonRecallTask(AuxiliaryTask):
+class MainOutputTask(AuxiliaryTask):
+    """A loss on nnU-Net's main output (no head of its own): one term ``name`` with weight ``self.weight``.
+
+    Subclasses call :meth:`init_structures` in their ``__init__``.
+    """
+
+    def init_structures(self, channels: Sequence[int], labels: Optional[Sequence[Tuple[int, ...]]],
+                        weight: float, what: str, match_labels: bool = True) -> None:
+        """Set ``channels``, ``labels`` and ``weight`` after checking them; ``what`` names the loss in errors."""
+        self.channels = [int(c) for c in channels]
+        if not self.channels:
+            raise ValueError(f"{what} needs at least one foreground structure")
+        self.labels = None if labels is None else [tuple(int(v) for v in group) for group in labels]
+        if match_labels and self.labels is not None and len(self.labels) != len(self.channels):
+            raise ValueError(f"{len(self.labels)} label sets for {len(self.channels)} channels")
+        if not weight >= 0:
+            raise ValueError(f"weight must be non-negative, got {weight!r}")
+        self.weight = float(weight)
+
+    def forward(self, skips: List[torch.Tensor], main_output: Any) -> Dict[str, Any]:
+        return {"logits": main_output}
+
+    def loss_weights(self) -> Dict[str, float]:
+        return {self.name: self.weight}
+
+
+def check_count(name: str, value: Any) -> int:
+    """``value`` if it is a non-negative int (not a bool), else ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    return value
+
+
+class SkeletonRecallTask(MainOutputTask):
     """Skeleton Recall loss on nnU-Net's main output, L = L_nnU-Net + w (1 - Rec).
 
     Parameters
@@ -112,18 +145,8 @@ class SkeletonRecallTask(AuxiliaryTask):
                  deep_supervision_weights: Optional[Sequence[float]] = None,
                  target_mode: str = PAPER_SKELETON_TARGET, ddp: bool = False):
         super().__init__()
-        self.channels = [int(c) for c in channels]
-        if not self.channels:
-            raise ValueError("skeleton recall needs at least one foreground structure")
-        self.labels = None if labels is None else [tuple(int(v) for v in group) for group in labels]
-        if self.labels is not None and len(self.labels) != len(self.channels):
-            raise ValueError(f"{len(self.labels)} label sets for {len(self.channels)} channels")
-        if not weight >= 0:
-            raise ValueError(f"weight must be non-negative, got {weight!r}")
-        if isinstance(tube_radius, bool) or not isinstance(tube_radius, int) or tube_radius < 0:
-            raise ValueError(f"tube_radius must be a non-negative int, got {tube_radius!r}")
-        self.weight = float(weight)
-        self.tube_radius = tube_radius
+        self.init_structures(channels, labels, weight, "skeleton recall")
+        self.tube_radius = check_count("tube_radius", tube_radius)
         self.smooth = float(smooth)
         self.batch_dice = bool(batch_dice)
         self.deep_supervision_weights = (None if deep_supervision_weights is None
@@ -147,12 +170,6 @@ class SkeletonRecallTask(AuxiliaryTask):
                 "batch_dice": self.batch_dice, "deep_supervision_weights": self.deep_supervision_weights,
                 "target_mode": self.target_mode, "ddp": self.ddp, "labels": self.labels,
                 "output_channels": self.channels}
-
-    def forward(self, skips: List[torch.Tensor], main_output: Any) -> Dict[str, Any]:
-        return {"logits": main_output}
-
-    def loss_weights(self) -> Dict[str, float]:
-        return {"skeleton_recall": self.weight}
 
     def compute_losses(self, outputs: Dict[str, Any], batch: AuxBatch) -> Dict[str, torch.Tensor]:
         logits = outputs["logits"]

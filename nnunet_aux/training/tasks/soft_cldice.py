@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
 from ...losses import soft_cldice_loss
-from ..task import AuxBatch, AuxiliaryTask
-from .skeleton_recall import foreground_probabilities
+from ..task import AuxBatch
+from .skeleton_recall import MainOutputTask, check_count, foreground_probabilities
 
 #: Shit et al.'s current code (jocpae/clDice, cldice_loss/pytorch/cldice.py): ``soft_cldice(iter_=3, smooth=1.,
 #: exclude_background=False)`` and ``soft_dice_cldice(iter_=3, alpha=0.5, ...)`` build
@@ -21,7 +21,7 @@ PAPER_CLDICE_SMOOTH = 1.0
 PAPER_CLDICE_EXCLUDE_BACKGROUND = False
 
 
-class SoftClDiceTask(AuxiliaryTask):
+class SoftClDiceTask(MainOutputTask):
     """L = L_nnU-Net + alpha (1 - soft-clDice), at the highest output resolution.
 
     Parameters
@@ -59,18 +59,8 @@ class SoftClDiceTask(AuxiliaryTask):
                  smooth: float = PAPER_CLDICE_SMOOTH, exclude_background: bool = PAPER_CLDICE_EXCLUDE_BACKGROUND,
                  per_structure: bool = False):
         super().__init__()
-        self.channels = [int(c) for c in channels]
-        if not self.channels:
-            raise ValueError("clDice needs at least one foreground structure")
-        self.labels = None if labels is None else [tuple(int(v) for v in group) for group in labels]
-        if self.labels is not None and len(self.labels) != len(self.channels):
-            raise ValueError(f"{len(self.labels)} label sets for {len(self.channels)} channels")
-        if not weight >= 0:
-            raise ValueError(f"weight must be non-negative, got {weight!r}")
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
-            raise ValueError(f"iterations must be a non-negative int, got {iterations!r}")
-        self.weight = float(weight)
-        self.iterations = iterations
+        self.init_structures(channels, labels, weight, "clDice")
+        self.iterations = check_count("iterations", iterations)
         self.smooth = float(smooth)
         self.exclude_background = bool(exclude_background)
         self.per_structure = bool(per_structure)
@@ -84,12 +74,6 @@ class SoftClDiceTask(AuxiliaryTask):
         return {"weight": self.weight, "iterations": self.iterations, "smooth": self.smooth,
                 "exclude_background": self.exclude_background, "per_structure": self.per_structure,
                 "labels": self.labels, "output_channels": self.channels}
-
-    def forward(self, skips: List[torch.Tensor], main_output: Any) -> Dict[str, Any]:
-        return {"logits": main_output}
-
-    def loss_weights(self) -> Dict[str, float]:
-        return {"cldice": self.weight}
 
     def target_masks(self, main_target: torch.Tensor) -> torch.Tensor:
         """Binary (B, K, ...) masks of the structures from nnU-Net's main target."""
