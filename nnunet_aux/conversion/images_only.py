@@ -32,7 +32,6 @@ from ..errors import InputError, warn
 from ..io.files import dataset_id_lock
 from ..io.images import SITK_FILE_ENDINGS, check_complete, link_or_copy, read_image, write_image
 from ..parallel import run_parallel
-from .docs import fill_doc
 from .paths import (
     _NAME,
     check_ending_matches,
@@ -151,7 +150,6 @@ def _write_label(job: tuple[ImageCase, str, float | None]) -> int:
     return int(np.count_nonzero(array))
 
 
-@fill_doc
 def make_images_only_dataset(
     sources: Sequence[int | str | os.PathLike],
     target: int | str,
@@ -183,8 +181,10 @@ def make_images_only_dataset(
     foreground_threshold : float, optional
         Label 1 where channel 0 exceeds this value (e.g. -500 for CT: the body); whole
         image when omitted.
-    %(raw_root)s
-    %(overwrite)s
+    raw_root : path-like, optional
+        Raw data folder; defaults to ``$nnUNet_raw``.
+    overwrite : bool, optional
+        Replace an existing dataset with the target's ID.
     num_processes : int, optional
         Worker processes writing label maps.
     progress : bool, optional

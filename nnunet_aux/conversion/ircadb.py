@@ -27,7 +27,6 @@ import SimpleITK as sitk
 from ..errors import InputError
 from ..io.images import Geometry
 from .dicom import read_dicom_series
-from .docs import fill_doc
 from .labels import plan_labels
 from .paths import target_name
 from .writer import CaseJob, DecompositionSettings, LoadedCase, write_scale_dataset
@@ -161,7 +160,6 @@ def ircadb_patients(folder: Path) -> list[tuple[int, Path]]:
     return found
 
 
-@fill_doc
 def convert_ircadb(
     source: str | os.PathLike,
     target: int | str = 509,
@@ -192,10 +190,16 @@ def convert_ircadb(
         Margin around the liver box, in mm.
     liver_label : bool, optional
         Add the liver (without its vessels) as label ``S + 1``.
-    %(settings)s
-    %(raw_root_output)s
-    %(overwrite)s
-    %(workers)s
+    settings : DecompositionSettings, optional
+        Number of scales and threshold mode.
+    raw_root : path-like, optional
+        Output raw data folder; defaults to ``$nnUNet_raw``.
+    overwrite : bool, optional
+        Replace an existing dataset with the target's ID.
+    num_processes : int, optional
+        Worker processes.
+    progress : bool, optional
+        Show progress bars.
 
     Returns
     -------

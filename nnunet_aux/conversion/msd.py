@@ -7,7 +7,6 @@ from pathlib import Path
 
 from ..dataset_format import load_dataset_json
 from ..errors import InputError
-from .docs import fill_doc
 from .labels import plan_labels
 from .paths import target_name
 from .raw_dataset import raw_case_job
@@ -51,7 +50,6 @@ def msd_jobs(folder: Path) -> list[CaseJob]:
     return jobs
 
 
-@fill_doc
 def convert_msd_hepaticvessel(
     source: str | os.PathLike,
     target: int | str = 508,
@@ -76,10 +74,16 @@ def convert_msd_hepaticvessel(
         ``labelsTr``, ``imagesTs``).
     target : int or str, optional
         Target ID (named ``MSDHepaticVessel``) or ``DatasetXXX_Name``.
-    %(settings)s
-    %(raw_root_output)s
-    %(overwrite)s
-    %(workers)s
+    settings : DecompositionSettings, optional
+        Number of scales and threshold mode.
+    raw_root : path-like, optional
+        Output raw data folder; defaults to ``$nnUNet_raw``.
+    overwrite : bool, optional
+        Replace an existing dataset with the target's ID.
+    num_processes : int, optional
+        Worker processes.
+    progress : bool, optional
+        Show progress bars.
 
     Returns
     -------

@@ -8,7 +8,6 @@ from pathlib import Path
 from ..dataset_format import REPORT_FILENAME, load_dataset_json, multiclass_dataset_json, write_dataset_json
 from ..io.files import dataset_id_lock
 from ..io.images import link_or_copy
-from .docs import fill_doc
 from .paths import (
     check_not_source_id,
     check_target_free,
@@ -23,7 +22,6 @@ from .staging import staged_folder
 _FOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
 
 
-@fill_doc
 def make_multiclass_dataset(
     source: int | str | os.PathLike,
     target: int | str,
@@ -43,8 +41,10 @@ def make_multiclass_dataset(
         Scale-decomposed dataset: ID, ``DatasetXXX_Name`` or folder.
     target : int or str
         Target ID (named after the source with ``_multiclass`` appended) or full name.
-    %(raw_root)s
-    %(overwrite)s
+    raw_root : path-like, optional
+        Raw data folder; defaults to ``$nnUNet_raw``.
+    overwrite : bool, optional
+        Replace an existing dataset with the target's ID.
 
     Returns
     -------

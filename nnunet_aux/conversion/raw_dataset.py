@@ -10,7 +10,6 @@ from typing import Sequence
 from ..dataset_format import check_dataset_json, load_dataset_json
 from ..errors import InputError
 from ..io.images import SITK_FILE_ENDINGS, check_same_grid, read_geometry, read_label_map
-from .docs import fill_doc
 from .labels import plan_labels
 from .paths import check_ending_matches, check_not_source_id, resolve_source, source_short_name, target_name
 from .paths import raw_root as _raw_root
@@ -121,7 +120,6 @@ def raw_case_job(case_id: str, split: str, images: Sequence[Path], label: Path, 
     return CaseJob(case_id, split, RawCaseReader(tuple(map(str, images)), str(label) if found else None))
 
 
-@fill_doc
 def decompose_dataset(
     source: int | str | os.PathLike,
     target: int | str,
@@ -146,11 +144,16 @@ def decompose_dataset(
         Target ID (named after the source with ``_scales`` appended) or ``DatasetXXX_Name``.
     structure : str, optional
         Name of the label to decompose.
-    %(settings)s
+    settings : DecompositionSettings, optional
+        Number of scales and threshold mode.
     raw_root : path-like, optional
         Raw data folder for IDs and the output; defaults to ``$nnUNet_raw``.
-    %(overwrite)s
-    %(workers)s
+    overwrite : bool, optional
+        Replace an existing dataset with the target's ID.
+    num_processes : int, optional
+        Worker processes.
+    progress : bool, optional
+        Show progress bars.
 
     Returns
     -------
