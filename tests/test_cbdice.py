@@ -202,3 +202,30 @@ def test_soft_cbdice_rejects_bad_shapes():
         soft_cbdice(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 5))
     with pytest.raises(ValueError, match="expected"):
         soft_cbdice(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4))
+
+
+@pytest.mark.parametrize("importable, on_gpu", [({"cupy", "cucim"}, True), ({"cupy"}, False), (set(), False)])
+def test_distance_transform_stays_on_the_gpu_only_with_cupy_and_cucim(monkeypatch, importable, on_gpu):
+    import importlib.util
+
+    from nnunet_aux.losses.cbdice import distance_transform_runs_on_gpu
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name in importable else None)
+    assert distance_transform_runs_on_gpu() is on_gpu
+
+
+@pytest.mark.parametrize("device, on_gpu, warned", [("cuda", False, True), ("cuda", True, False),
+                                                    ("cpu", False, False)])
+def test_cbdice_trainer_warns_when_its_distance_transforms_would_run_on_the_cpu(monkeypatch, device, on_gpu,
+                                                                                 warned):
+    from types import SimpleNamespace
+
+    from nnunet_aux.training import thin_structure_trainers as module
+
+    monkeypatch.setattr(module, "distance_transform_runs_on_gpu", lambda: on_gpu)
+    printed = []
+    trainer = SimpleNamespace(device=torch.device(device), print_to_log_file=lambda *a, **k: printed.append(a))
+    assert module.nnUNetTrainerCbDice.warn_if_distance_transforms_leave_the_gpu(trainer) is warned
+    assert printed == ([(module.CPU_DISTANCE_TRANSFORM_WARNING,)] if warned else [])
+    if warned:
+        assert "cuCIM" in printed[0][0] and "38 x" in printed[0][0]

@@ -25,7 +25,8 @@ import torch
 from ._numerics import autocast_disabled
 from .soft_cldice import soft_skeleton
 
-__all__ = ["distance_transform", "cbdice_radius_weights", "soft_cbdice", "cbdice_loss"]
+__all__ = ["distance_transform", "distance_transform_runs_on_gpu", "cbdice_radius_weights", "soft_cbdice",
+           "cbdice_loss"]
 
 #: their trainers' ``cbdc_kwargs = {'iter_': 10, 'smooth': 1e-3}`` (nnUNetTrainer_CE_DC_CBDC.py, line 24)
 PAPER_CBDICE_ITERATIONS = 10
@@ -56,6 +57,27 @@ def distance_transform(mask: torch.Tensor) -> torch.Tensor:
     from monai.transforms import distance_transform_edt  # imported here: MONAI's import takes a while
 
     return distance_transform_edt(mask.int()).float()
+
+
+def distance_transform_runs_on_gpu() -> bool:
+    """Whether :func:`distance_transform` of a CUDA tensor stays on the GPU (CuPy and cuCIM importable).
+
+    MONAI uses cuCIM's ``distance_transform_edt`` only when both import; otherwise every sample of
+    every step goes to the CPU and SciPy: 38 x a stock step at nnU-Net's default 3D network on an
+    H200 (benchmarks/RESULTS.md, "On a GPU"). The trainers warn at the start of a CUDA training.
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> isinstance(distance_transform_runs_on_gpu(), bool)
+    True
+    """
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("cupy", "cucim"))
 
 
 def cbdice_radius_weights(mask: torch.Tensor, skeleton: torch.Tensor, dim: int

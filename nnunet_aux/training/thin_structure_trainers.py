@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 
-from ..losses.cbdice import PAPER_CBDICE_ITERATIONS, PAPER_CBDICE_SMOOTH
+from ..losses.cbdice import PAPER_CBDICE_ITERATIONS, PAPER_CBDICE_SMOOTH, distance_transform_runs_on_gpu
 from .base import nnUNetTrainerAux
 from .skeleton_targets import PAPER_SKELETON_TARGET, PAPER_TUBE_RADIUS
 from .tasks import CbDiceTask, SkeletonRecallTask, SoftClDiceTask, structure_channels
@@ -133,6 +133,14 @@ class nnUNetTrainerSoftClDice(nnUNetTrainerAux):
         return super().build_aux_tasks() + [task]
 
 
+#: Printed at the start of a CUDA training of the cbDice trainers when cuCIM or CuPy is missing.
+CPU_DISTANCE_TRANSFORM_WARNING = (
+    "WARNING: cbDice's distance transforms will run on the CPU (SciPy) for every sample of every step: "
+    "cuCIM and CuPy are needed to run them on the GPU (pip install cucim-cu12 or cucim-cu13, matching "
+    "the CUDA of your torch). Without them a step costs about 38 x stock's at nnU-Net's default 3D "
+    "network (nnunet_aux benchmarks/RESULTS.md, 'On a GPU').")
+
+
 class nnUNetTrainerCbDice(nnUNetTrainerAux):
     """nnU-Net's loss with a heavier CE + lambda (1 - cbDice) at every deep-supervision level.
 
@@ -180,7 +188,15 @@ class nnUNetTrainerCbDice(nnUNetTrainerAux):
         inner.weight_ce = self.cbdice_loss_weights()[1]
         return loss
 
+    def warn_if_distance_transforms_leave_the_gpu(self) -> bool:
+        """Print :data:`CPU_DISTANCE_TRANSFORM_WARNING` for a CUDA training without cuCIM; True if printed."""
+        if self.device.type != "cuda" or distance_transform_runs_on_gpu():
+            return False
+        self.print_to_log_file(CPU_DISTANCE_TRANSFORM_WARNING, also_print_to_console=True)
+        return True
+
     def build_aux_tasks(self):
+        self.warn_if_distance_transforms_leave_the_gpu()
         labels, channels = structure_channels(self.label_manager)
         task = CbDiceTask(channels, labels, weight=self.cbdice_loss_weights()[0], iterations=self.cbdice_iterations,
                           smooth=self.cbdice_smooth, deep_supervision_weights=self.deep_supervision_output_weights(),
