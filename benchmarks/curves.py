@@ -74,7 +74,7 @@ STEP_RATIOS = {"nnUNetTrainerScaleAux": 3.1, "nnUNetTrainerScaleContrastive": 3.
                "nnUNetTrainerScaleContrastiveLiteSkeletonRecall": 1.22}
 #: Snapshots at these fractions of each run's iterations (denser early; the last third holds three).
 SNAPSHOT_FRACTIONS = (1 / 32, 1 / 16, 1 / 8, 3 / 16, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8, 1)
-FULL = {"seeds": [0, 1, 2], "iterations": 1600, "iterations_per_epoch": 25, "val_iterations": 2, "n_train": 9,
+FULL = {"seeds": [0, 1, 2], "iterations": 3200, "iterations_per_epoch": 25, "val_iterations": 2, "n_train": 9,
         "n_test": 8}
 QUICK = {"seeds": [0], "iterations": 16, "iterations_per_epoch": 2, "val_iterations": 1, "n_train": 4,
          "n_test": 2}
@@ -125,7 +125,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--trainers", nargs="+", help=f"default: {' '.join(DEFAULT_TRAINERS)}; names that do not "
                                                  "import are skipped")
     p.add_argument("--seeds", nargs="+", type=int, help="training seeds (default 0 1 2)")
-    p.add_argument("--iterations", type=int, help="stock nnU-Net's iterations (default 1600)")
+    p.add_argument("--iterations", type=int, help="stock nnU-Net's iterations (default 3200)")
     p.add_argument("--iterations-per-epoch", type=int, help="nnU-Net epoch length (default 25)")
     p.add_argument("--val-iterations", type=int, help="nnU-Net's validation iterations per epoch (default 2)")
     p.add_argument("--n-train", type=int, help="training cases, the last is fold 0's validation case (default 9)")
