@@ -33,6 +33,9 @@ case "$SIZE" in
   tiny)    SHAPE="32 48 48" ;;
   *) echo "SIZE must be default or tiny (got '$SIZE')" >&2; exit 2 ;;
 esac
+for setting in ITERATIONS NP; do
+  if ! [[ "${!setting}" =~ ^[1-9][0-9]*$ ]]; then echo "$setting must be a positive integer (got '${!setting}')" >&2; exit 2; fi
+done
 cd "$(dirname "$0")/.."
 REPO=$PWD
 if ! "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() or sys.argv[1] != 'cuda' else 1)" "$DEVICE"; then

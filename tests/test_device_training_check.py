@@ -35,6 +35,14 @@ def test_unknown_size_is_refused_before_anything_is_written(tmp_path):
     assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
 
 
+@pytest.mark.parametrize("setting, value", [("ITERATIONS", "0"), ("ITERATIONS", "ten"), ("NP", "-2")])
+def test_bad_counts_are_refused_before_anything_is_written(tmp_path, setting, value):
+    proc = run_script(tmp_path, DEVICE="cpu", SIZE="tiny", **{setting: value})
+    assert proc.returncode == 2
+    assert f"{setting} must be a positive integer (got '{value}')" in proc.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without GPU")
 def test_cuda_without_a_gpu_says_how_to_dry_run(tmp_path):
     proc = run_script(tmp_path, SIZE="tiny")
