@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = torch.load(fold_folder / name, map_location="cpu", weights_only=False)
         predictor.list_of_parameters = [checkpoint["network_weights"]]
         for case, data, properties in cases:
-            logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
+            logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(data))  # on the CPU
             export_prediction_from_logits(logits, properties, predictor.configuration_manager,
                                           predictor.plans_manager, predictor.dataset_json, str(out / case), False)
         # as predict_from_files: the prediction folder carries its dataset.json and plans.json
