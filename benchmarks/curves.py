@@ -45,6 +45,7 @@ import shlex
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,17 +194,28 @@ class Curves(Benchmark):
             self.check_run_settings(run)
             self.say(f"  {run.key}: {run.iterations} iterations, snapshots {list(run.snapshots)}")
         jobs = {job.key: (run, job) for run in runs for job in [self.curve_job(run)]}
-        submission = run_jobs([job for _, job in jobs.values()], self.cluster, self.s.workdir / "jobs",
-                              say=self.say)
-        written = []
-        for key, (run, job) in jobs.items():
-            result = submission.results.get(key)
+        written: list[str] = []
+
+        def keep(run: CurveRun, job, result) -> None:
+            """Score and write a run's JSON; a failure is recorded, never raised (other jobs may still run)."""
             if (result is not None and not result.ok) or not job.is_complete():
-                message = f"{key}: " + (result.message if result is not None else "did not finish")
+                message = f"{job.key}: " + (result.message if result is not None else "did not finish")
                 self.failures.append(message)
                 self.say("  FAILED " + message.splitlines()[0])
-                continue
-            written.append(str(self.write_result(run)))
+                return
+            try:
+                written.append(str(self.write_result(run)))
+            except Exception as e:  # noqa: BLE001 (an unreadable snapshot must not stop the other runs)
+                self.failures.append(f"{job.key}: scoring failed: {traceback.format_exc()}")
+                self.say(f"  FAILED {job.key}: scoring failed: {type(e).__name__}: {e}")
+
+        # Each run's JSON is written as soon as its job ends, so that a study stopped later (a time
+        # limit, a killed controller) keeps every finished run, not only those of a completed batch.
+        submission = run_jobs([job for _, job in jobs.values()], self.cluster, self.s.workdir / "jobs",
+                              say=self.say, on_finished=lambda result: keep(*jobs[result.key], result))
+        for key, (run, job) in jobs.items():
+            if key not in submission.results:  # complete before this call (nothing to run) or never ended
+                keep(run, job, None)
         return written
 
     def write_result(self, run: CurveRun) -> Path:

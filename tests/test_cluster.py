@@ -357,3 +357,27 @@ def test_local_jobs_output_is_followed_live(fake_tree):
     commands = [line for line in lines if line.startswith("$ ")]
     assert len(commands) == 2 and commands[0].endswith("-tr TrainerA -p nnUNetPlans -device cpu")
     assert lines.count("[exit code 0]") == 2
+
+
+def test_on_finished_reports_each_job_as_it_ends(fake_tree):
+    """A job's result reaches ``on_finished`` before the next local job starts (one at a time), so a study
+    stopped mid-way keeps every finished job's outcome."""
+    from nnunet_aux.experiment.cluster import run_jobs
+    from nnunet_aux.experiment.runner import _checked_experiment, ensure_splits, experiment_jobs
+
+    fake_tree["env"]["FAKE_SLEEP"] = "0.5"
+    exp = _checked_experiment(990, ["TrainerA"], [0, 1], "3d_fullres", "nnUNetPlans", "cpu", fake_tree["out"],
+                              None, fake_tree["env"], check_trainers=False)
+    exp.num_processes = 1
+    options = ClusterOptions(poll_seconds=0.1)
+    jobs = experiment_jobs(exp, options)
+    ensure_splits(exp.preprocessed, exp.plans, exp.configuration)
+    reported = []
+    submission = run_jobs(jobs, options, fake_tree["out"],
+                          on_finished=lambda result: reported.append((result.key, result.ok, time.time())))
+    assert [key for key, _, _ in reported] == [job.key for job in jobs] == list(submission.results)
+    assert all(ok for _, ok, _ in reported)
+    first_reported, second = reported[0][2], calls(fake_tree)[1]
+    assert first_reported < second["start"]  # reported while the second job had not started yet
+    assert run_jobs(jobs, options, fake_tree["out"], on_finished=reported.append).results == {}  # all complete
+    assert len(reported) == 2

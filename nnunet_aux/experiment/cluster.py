@@ -201,7 +201,8 @@ def needs_first_alone(preprocessed_configuration_folder: str | os.PathLike) -> b
 def run_jobs(jobs: Sequence[TrainingJob], options: ClusterOptions, outdir: str | os.PathLike, *,
              wait: bool = True, first_alone: bool = False, stop_on_error: bool = False,
              say: Callable[[str], None] = lambda text: None,
-             follow: Callable[[str], None] | None = None) -> Submission:
+             follow: Callable[[str], None] | None = None,
+             on_finished: Callable[[JobResult], None] | None = None) -> Submission:
     """Run (or re-attach to) every job that is not complete; return the results of those that ran.
 
     Parameters
@@ -222,6 +223,10 @@ def run_jobs(jobs: Sequence[TrainingJob], options: ClusterOptions, outdir: str |
         Progress lines.
     follow : callable, optional
         ``local``: called with every new line of the running jobs' training logs (live output).
+    on_finished : callable, optional
+        Called with each job's :class:`JobResult` as soon as that job ends (ok or not), while the
+        others still run: a study can keep each finished job's outcome even if a later job is
+        stopped. Not called for jobs only submitted (``wait=False``).
 
     Returns
     -------
@@ -239,20 +244,21 @@ def run_jobs(jobs: Sequence[TrainingJob], options: ClusterOptions, outdir: str |
         running = _start_slurm(todo, options, engine, records, out, first_alone, say)
         write_records(outdir, records)
         if wait:
-            _wait(running, out, say, options.poll_seconds)
+            _wait(running, out, say, options.poll_seconds, on_finished)
         return out
     if not wait:
         raise InputError("--no-wait needs --cluster slurm: local jobs run as children of this process")
     executor = _local_executor(options, engine)
     groups = [todo[:1], todo[1:]] if first_alone and len(todo) > 1 else [todo]
     for group in groups:
-        _run_local(group, options, executor, outdir, records, out, say, stop_on_error, follow)
+        _run_local(group, options, executor, outdir, records, out, say, stop_on_error, follow, on_finished)
         if stop_on_error and not all(r.ok for r in out.results.values()):
             break
     return out
 
 
-def _run_local(todo, options, executor, outdir, records, out, say, stop_on_error=False, follow=None) -> None:
+def _run_local(todo, options, executor, outdir, records, out, say, stop_on_error=False, follow=None,
+               on_finished=None) -> None:
     """At most ``max_parallel`` jobs at once (one in ``debug``), each with a GPU of its own when given."""
     cap = 1 if options.cluster == "debug" else options.max_parallel
     pending, running, free_gpus = list(todo), [], list(options.gpus)
@@ -269,7 +275,7 @@ def _run_local(todo, options, executor, outdir, records, out, say, stop_on_error
             running.append(_Running(job, handle, gpu))
         if follow is not None:
             _follow_logs(running, offsets, follow)
-        finished = _collect_finished(running, out, say, force=options.cluster == "debug")
+        finished = _collect_finished(running, out, say, force=options.cluster == "debug", on_finished=on_finished)
         if follow is not None:
             _follow_logs(finished, offsets, follow)
         free_gpus += [item.gpu for item in finished if item.gpu is not None]
@@ -359,7 +365,8 @@ def _start_slurm(todo, options, engine, records, out, first_alone, say) -> list[
     return running
 
 
-def _collect_finished(running: list[_Running], out: Submission, say, force: bool = False) -> list[_Running]:
+def _collect_finished(running: list[_Running], out: Submission, say, force: bool = False,
+                      on_finished: Callable[[JobResult], None] | None = None) -> list[_Running]:
     finished = []
     for item in list(running):
         if not force and not item.handle.done():
@@ -370,12 +377,14 @@ def _collect_finished(running: list[_Running], out: Submission, say, force: bool
             + ("" if result.ok else f": {result.failed_step}"))
         running.remove(item)
         finished.append(item)
+        if on_finished is not None:
+            on_finished(result)
     return finished
 
 
-def _wait(running: list[_Running], out: Submission, say, poll_seconds: float) -> None:
+def _wait(running: list[_Running], out: Submission, say, poll_seconds: float, on_finished=None) -> None:
     while running:
-        if not _collect_finished(running, out, say):
+        if not _collect_finished(running, out, say, on_finished=on_finished):
             time.sleep(poll_seconds)
 
 
