@@ -155,7 +155,9 @@ def test_ctrl_c_during_a_parallel_decompose(tmp_path):
     """Was worker tracebacks (Process SpawnPoolWorker-N:) and sometimes a leaked-semaphore warning.
     Ctrl-C reaches the whole process group, as from a terminal."""
     raw = tmp_path / "raw"
-    make_raw(raw, n_train=8)
+    # 32 small cases: the interrupt comes after the first label, while most cases are still to come (with 8 an
+    # idle 2-core machine could finish them all between that label and the signal: exit 0, a flaky test)
+    make_raw(raw, n_train=32)
     before = snapshot(raw)
     proc = subprocess.Popen([sys.executable, "-m", "nnunet_aux.cli", "decompose", "-d", "935", "-o", "936",
                              "--n-scales", "2", "--no-progress", "-np", "2", "--raw-root", str(raw)],
@@ -165,7 +167,7 @@ def test_ctrl_c_during_a_parallel_decompose(tmp_path):
     while time.time() < deadline and proc.poll() is None:
         workers = [c for c in _children(proc.pid) if Path(f"/proc/{c}/cmdline").read_bytes().count(b"spawn_main")]
         if len(workers) >= 2 and list(raw.glob(".Dataset936_*.partial/labelsTr/*")):
-            break  # the workers are busy with the cases (8 cases: most are still to come)
+            break  # the workers are busy with the cases
         time.sleep(0.02)
     assert proc.poll() is None and len(workers) >= 2, "the workers never started"
     os.killpg(proc.pid, signal.SIGINT)

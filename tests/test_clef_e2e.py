@@ -139,7 +139,9 @@ def test_pretraining_writes_a_stock_checkpoint_losses_settings_and_progress(pret
     assert "final validation is skipped" in log and not (fold / "validation").exists()
     assert (fold / "checkpoint_best.pth").is_file()
     progress = sitk.ReadImage(str(fold / "progress.png"))
-    assert progress.GetSize()[1] > 5400  # nnU-Net's three panels (54 in at 100 dpi) and the loss-term panel
+    assert progress.GetSize()[1] == 5400  # nnU-Net's own three panels (54 in at 100 dpi), untouched
+    loss_terms = sitk.ReadImage(str(fold / "progress_aux.png"))  # the loss terms, in a file of their own
+    assert 0 < loss_terms.GetSize()[1] < loss_terms.GetSize()[0]
 
 
 def test_stock_nnunet_fine_tunes_from_the_checkpoint_and_predicts(pretrained, tmp_path):

@@ -61,7 +61,9 @@ def test_log_and_progress_show_the_auxiliary_losses(trained):
     for key in ("train_loss_contrastive", "val_loss_contrastive", "train_loss_scale_small"):
         assert len(logging[key]) == 1 and np.isfinite(logging[key][0])
     height = sitk.ReadImage(str(trained["fold"] / "progress.png")).GetSize()[1]
-    assert height > 5400  # nnU-Net's three panels plus ours
+    assert height == 5400  # nnU-Net's own three panels, untouched
+    width, height = sitk.ReadImage(str(trained["fold"] / "progress_aux.png")).GetSize()  # the loss terms
+    assert 0 < height < width
 
 
 def test_predict_and_parity_with_stock_nnunet(trained, tmp_path):
