@@ -42,10 +42,17 @@ def logged(logger: LocalLogger, epochs: int, aux: bool) -> LocalLogger:
     return logger
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--epochs", type=int, default=1000, help="logged epochs (default 1000, nnU-Net's)")
-    p.add_argument("--repeats", type=int, default=5, help="timed plots of each logger (default 5)")
+    p.add_argument("--epochs", type=positive_int, default=1000, help="logged epochs (default 1000, nnU-Net's)")
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed plots of each logger (default 5)")
     args = p.parse_args(argv)
     loggers = {"stock": logged(LocalLogger(), args.epochs, aux=False),
                "ours": logged(AuxLocalLogger(), args.epochs, aux=True)}
