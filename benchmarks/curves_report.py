@@ -265,8 +265,42 @@ def markdown(analysis: dict[str, Any], tolerance: float = 0.01) -> str:
                 a, b = row["metrics"][metric]["delta_at_stock_plateau"], row["metrics"][metric]["delta_at_stock_end"]
                 cells.append(f"{format_interval(a) if a else 'n/a'} / {format_interval(b) if b else 'n/a'}")
             lines.append(f"| {_short(trainer)} | " + " | ".join(cells) + " |")
+        lines += ["", "Read off at equal training wall time (an interval that excludes 0 is a gain or a loss; "
+                  "one that holds 0 shows no difference):", ""]
+        lines += [verdict(trainer, row, len(result["seeds"])) for trainer, row in result["trainers"].items()
+                  if trainer != STOCK]
         lines.append("")
     return "\n".join(lines)
+
+
+def classify(interval: dict[str, float] | None) -> str:
+    """'gain', 'loss' or 'no difference' from a paired interval (trainer - stock); 'n/a' without one.
+
+    Examples
+    --------
+    >>> classify({"mean": 0.05, "low": 0.01, "high": 0.09}), classify({"mean": 0.0, "low": -0.01, "high": 0.02})
+    ('gain', 'no difference')
+    """
+    if not interval or interval.get("mean") is None or interval["mean"] != interval["mean"]:
+        return "n/a"
+    if interval["low"] > 0:
+        return "gain"
+    if interval["high"] < 0:
+        return "loss"
+    return "no difference"
+
+
+def verdict(trainer: str, row: dict[str, Any], stock_seeds: int) -> str:
+    """One line per trainer: each metric's gain / loss / no difference at stock's plateau time and at its end."""
+    parts = []
+    for metric, name in TABLE_METRICS:
+        at = {when: row["metrics"][metric][f"delta_at_stock_{when}"] for when in ("plateau", "end")}
+        words = {when: classify(at[when]) for when in at}
+        mean = {when: f" {at[when]['mean']:+.3f}" if words[when] != "n/a" else "" for when in at}
+        parts.append(f"{name} {words['plateau']}{mean['plateau']} / {words['end']}{mean['end']}")
+    seeds = len(row["seeds"])
+    caveat = "" if seeds >= stock_seeds else f" ({seeds} of {stock_seeds} seeds: not a verdict)"
+    return f"- **{_short(trainer)}**{caveat}, at stock's plateau time / at the end of its budget: " + "; ".join(parts)
 
 
 def figure(runs: Sequence[dict[str, Any]], path: str | Path) -> None:

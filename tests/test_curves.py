@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -95,6 +96,13 @@ def test_tables_and_figure_from_json_alone(tmp_path):
     assert "Plateau criterion" in text and "**met**" in text
     assert "| stock nnU-Net | 70 | 15.0 |" in text and "| Fast | 50 | 16.7 |" in text  # minutes covered
     assert "Δ Dice at plateau / at end" in text
+    # the verdict line: Fast is behind when stock reaches its plateau (~150-300 s: 0.4-0.6 vs 0.7-0.8) and
+    # ahead at the end of stock's budget (900 s: 0.9 vs 0.8 in every seed and case, so the interval is a point)
+    line = next(x for x in text.splitlines() if x.startswith("- **Fast**"))
+    assert re.search(r"Dice loss -0\.\d{3} / gain \+0\.100;", line), line
+    assert "not a verdict" not in line  # both trainers have 2 seeds
+    assert report.classify({"mean": -0.01, "low": -0.02, "high": 0.001}) == "no difference"
+    assert report.classify(None) == "n/a"
     png = (tmp_path / "curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000
     assert report.update_block(doc, "new table") and doc.read_text(encoding="utf-8") == (
