@@ -300,7 +300,8 @@ def verdict(trainer: str, row: dict[str, Any], stock_seeds: int) -> str:
         parts.append(f"{name} {words['plateau']}{mean['plateau']} / {words['end']}{mean['end']}")
     seeds = len(row["seeds"])
     caveat = "" if seeds >= stock_seeds else f" ({seeds} of {stock_seeds} seeds: not a verdict)"
-    return f"- **{_short(trainer)}**{caveat}, at stock's plateau time / at the end of its budget: " + "; ".join(parts)
+    when = "at stock's plateau time / at the end of stock's budget"
+    return f"- **{_short(trainer)}**{caveat}, {when}: " + "; ".join(parts)
 
 
 def figure(runs: Sequence[dict[str, Any]], path: str | Path) -> None:
