@@ -205,7 +205,7 @@ def analyse(runs: Sequence[dict[str, Any]], tolerance: float = 0.01) -> dict[str
         stock = trainers[STOCK]
         result = {"cases": cases, "seeds": sorted(stock), "trainers": {}}
         stock_plateaus = {m: plateau(stock, m, cases, tolerance) for m, _ in TABLE_METRICS}
-        for trainer, seed_runs in trainers.items():
+        for trainer, seed_runs in sorted(trainers.items(), key=lambda kv: kv[0] != STOCK):  # stock first
             rows = {}
             for metric, _ in TABLE_METRICS:
                 p = stock_plateaus[metric] if trainer == STOCK else plateau(seed_runs, metric, cases, tolerance)
