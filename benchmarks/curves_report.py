@@ -5,7 +5,8 @@ docstring) and writes, without retraining anything:
 
 - ``<out>/curves.png``: one panel per metric (Dice, clDice, recall of small and of medium
   vessels) against training wall time, one line per trainer: the mean over seeds of the
-  per-seed mean over test cases, with a band from the lowest to the highest seed;
+  per-seed mean over test cases, with a band from the lowest to the highest seed; a second row
+  zooms on the last two thirds of stock's budget, where the plateaus are compared;
 - ``<out>/curves.md``: the plateau table and the equal-wall-time table;
 - with ``--update-docs``, the same tables between the ``<!-- curves:start -->`` and
   ``<!-- curves:end -->`` markers of README.md and benchmarks/RESULTS.md.
@@ -305,34 +306,59 @@ def verdict(trainer: str, row: dict[str, Any], stock_seeds: int) -> str:
 
 
 def figure(runs: Sequence[dict[str, Any]], path: str | Path) -> None:
-    """``curves.png``: one row of panels per regime, one panel per metric, one line per trainer."""
+    """``curves.png``: per regime two rows of panels, one panel per metric, one line per trainer.
+
+    The first row shows whole curves; the second zooms on the last two thirds of stock's budget,
+    where the plateaus are compared (the first minutes, where some trainers start near 0, would
+    otherwise squeeze the plateaus into a few pixels). A dotted line marks the end of stock's budget.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     regimes = sorted({r["regime"] for r in runs})
-    fig, axes = plt.subplots(len(regimes), len(PANELS), figsize=(4.2 * len(PANELS), 3.4 * len(regimes)),
+    fig, axes = plt.subplots(2 * len(regimes), len(PANELS), figsize=(4.2 * len(PANELS), 6.4 * len(regimes)),
                              squeeze=False)
-    for row, regime in enumerate(regimes):
-        regime_runs = [r for r in runs if r["regime"] == regime]
+    handles = {}
+    for r, regime in enumerate(regimes):
+        regime_runs = [run for run in runs if run["regime"] == regime]
         cases = case_ids(regime_runs)
+        trainers = sorted(by_trainer(regime_runs).items(), key=lambda kv: kv[0] != STOCK)
+        stock_end = common_grid(dict(trainers)[STOCK])[-1] / 60 if trainers and trainers[0][0] == STOCK else None
         for col, (metric, title) in enumerate(PANELS):
-            ax = axes[row][col]
-            for trainer, seed_runs in sorted(by_trainer(regime_runs).items(), key=lambda kv: kv[0] != STOCK):
+            full, zoom = axes[2 * r][col], axes[2 * r + 1][col]
+            shown = []  # values inside the zoomed window, for its y-limits
+            for index, (trainer, seed_runs) in enumerate(trainers):
                 grid = common_grid(seed_runs)
                 curves = mean_curve(seed_runs, metric, cases, grid)
                 mean = np.nanmean(curves, axis=0)
-                style = {"color": "black", "linewidth": 2.2} if trainer == STOCK else {"linewidth": 1.4}
-                (line,) = ax.plot(grid / 60, mean, label=_short(trainer), **style)
-                if len(seed_runs) > 1:
-                    ax.fill_between(grid / 60, np.nanmin(curves, axis=0), np.nanmax(curves, axis=0),
-                                    color=line.get_color(), alpha=0.15, linewidth=0)
-            ax.set_title(f"{title} ({regime})", fontsize=10)
-            ax.set_xlabel("training wall time (min)")
-            ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+                style = ({"color": "black", "linewidth": 2.2} if trainer == STOCK
+                         else {"color": f"C{index % 10}", "linewidth": 1.4})
+                for ax in (full, zoom):
+                    (line,) = ax.plot(grid / 60, mean, label=_short(trainer), **style)
+                    if len(seed_runs) > 1:
+                        ax.fill_between(grid / 60, np.nanmin(curves, axis=0), np.nanmax(curves, axis=0),
+                                        color=line.get_color(), alpha=0.15, linewidth=0)
+                handles[_short(trainer)] = line
+                if stock_end is not None:
+                    window = grid / 60 >= stock_end / 3
+                    shown += [np.nanmin(curves[:, window], initial=np.inf), np.nanmax(curves[:, window],
+                                                                                     initial=-np.inf)]
+            for ax, label in ((full, ""), (zoom, ", zoom")):
+                ax.set_title(f"{title} ({regime}{label})", fontsize=10)
+                ax.set_xlabel("training wall time (min)")
+                ax.grid(alpha=0.3)
+                if stock_end is not None:
+                    ax.axvline(stock_end, color="black", linestyle=":", linewidth=1)
+            finite = [v for v in shown if np.isfinite(v)]
+            if stock_end is not None and finite:
+                zoom.set_xlim(left=stock_end / 3)
+                pad = max(0.01, 0.05 * (max(finite) - min(finite)))
+                zoom.set_ylim(min(finite) - pad, max(finite) + pad)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 7), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
