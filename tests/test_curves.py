@@ -105,6 +105,8 @@ def test_tables_and_figure_from_json_alone(tmp_path):
     assert report.classify(None) == "n/a"
     png = (tmp_path / "curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")  # the IHDR chunk
+    assert height / width > 0.3  # two rows of four panels (whole curves, then the zoom), one legend below
     assert report.update_block(doc, "new table") and doc.read_text(encoding="utf-8") == (
         f"before\n{report.MARKERS[0]}\nnew table\n{report.MARKERS[1]}\nafter\n")
     assert report.main(["--results", str(tmp_path / "empty")]) == 2
