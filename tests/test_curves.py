@@ -32,6 +32,42 @@ def test_snapshot_schedule_and_budgets():
     assert curves.trainer_iterations("Unknown", 1600, 25, {}, 1.0) == 1600
 
 
+def test_rerun_sets_finished_runs_aside_and_lets_a_stopped_rerun_continue(tmp_path):
+    """``--rerun`` after a change to one trainer: its finished runs (JSON present) move aside with their run
+    folders, nothing is deleted; another trainer's runs and an unfinished run (a stopped rerun) are kept."""
+    from outcome_pipeline import Settings
+
+    workdir, results = tmp_path / "work", tmp_path / "results"
+    settings = Settings(regimes=("demo",), seeds=(0, 1), trainers=("nnUNetTrainer", "X"), iterations=100,
+                        epochs=4, val_iterations=1, n_train=3, n_test=2, data_seed=0, workdir=workdir,
+                        device="cpu", num_processes=1)
+    study = curves.Curves(settings, None, results, {"X": 2.0}, 1.15, 25, "test")
+    study.say = lambda text: None
+    regime = curves.CURVE_REGIMES["demo"]
+    runs = {run.key: run for run in study.runs(regime)}
+    for key in ("nnUNetTrainer__seed0", "X__seed0"):  # finished: JSON and run folder
+        study.result_file(runs[key]).parent.mkdir(parents=True, exist_ok=True)
+        study.result_file(runs[key]).write_text(json.dumps({"commit": "abc123"}), encoding="utf-8")
+        (runs[key].folder / "train.log").parent.mkdir(parents=True)
+        (runs[key].folder / "train.log").write_text(key, encoding="utf-8")
+    (runs["X__seed1"].folder).mkdir(parents=True)  # unfinished (stopped during an earlier --rerun)
+    (runs["X__seed1"].folder / "train.log").write_text("half", encoding="utf-8")
+
+    moved = study.discard(regime, ("X",))
+    assert moved == [tmp_path / "results_discarded" / "demo" / "X__seed0__abc123.json"]
+    assert json.loads(moved[0].read_text(encoding="utf-8")) == {"commit": "abc123"}
+    assert not study.result_file(runs["X__seed0"]).exists() and not runs["X__seed0"].folder.exists()
+    aside = list((workdir / "discarded").glob("X__seed0__*/train.log"))
+    assert [f.read_text(encoding="utf-8") for f in aside] == ["X__seed0"]
+    assert (runs["X__seed1"].folder / "train.log").read_text(encoding="utf-8") == "half"  # continues
+    assert study.result_file(runs["nnUNetTrainer__seed0"]).is_file()  # stock untouched
+    assert (runs["nnUNetTrainer__seed0"].folder / "train.log").is_file()
+    assert study.discard(regime, ("X",)) == []  # a second --rerun (after a stop) finds nothing to set aside
+    with pytest.raises(SystemExit, match="not among the trainers"):
+        curves.main(["--trainers", "nnUNetTrainer", "--rerun", "Y", "--workdir", str(workdir),
+                     "--results", str(results)])
+
+
 def make_run(trainer, seed, times, values, regime="demo", cases=("a", "b")):
     """A run JSON: metric values per snapshot (same for every metric but recall_small = value / 2)."""
     return {"trainer": trainer, "seed": seed, "regime": regime, "plan": {}, "commit": "x",
