@@ -161,7 +161,8 @@ def test_ctrl_c_during_a_parallel_decompose(tmp_path):
     before = snapshot(raw)
     proc = subprocess.Popen([sys.executable, "-m", "nnunet_aux.cli", "decompose", "-d", "935", "-o", "936",
                              "--n-scales", "2", "--no-progress", "-np", "2", "--raw-root", str(raw)],
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_interrupt_as_from_a_terminal)
     deadline = time.time() + 120
     workers = []
     while time.time() < deadline and proc.poll() is None:
@@ -181,6 +182,12 @@ def test_ctrl_c_during_a_parallel_decompose(tmp_path):
     while (left := _live(workers)) and time.time() < deadline:
         time.sleep(0.1)
     assert not left, f"workers left: {left}"
+
+
+def _interrupt_as_from_a_terminal() -> None:
+    """SIGINT back to its default in the command under test: a shell starts a background job (``pytest ... &``,
+    ``nohup``) with SIGINT ignored, the command would inherit that, and the Ctrl-C would never arrive."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _live(pids: list[int]) -> list[int]:
