@@ -154,7 +154,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rerun", nargs="+", default=[], metavar="TRAINER",
                    help="after a change to these trainers: set their finished runs aside (the JSON to "
                         "<results>_discarded/, the run folder to <workdir>/discarded/) and train them again; "
-                        "the other trainers' runs are kept, so only these cost time")
+                        "the other trainers' runs are kept, so only these cost time (stop their running jobs first)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic cases (default 0)")
     p.add_argument("--workdir", type=Path, help="work folder (default benchmarks/out/curves[_quick])")
     p.add_argument("--results", type=Path, help="per-run JSON files (default benchmarks/results/curves; "
