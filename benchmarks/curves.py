@@ -214,13 +214,13 @@ class Curves(Benchmark):
         continue, so that a stopped rerun resumes instead of starting over.
         """
         stamp = time.strftime("%Y%m%d-%H%M%S")
+        discarded = self.results.with_name(self.results.name + "_discarded")
         moved = []
         for run in self.runs(regime):
             result = self.result_file(run)
             if run.trainer not in trainers or not result.is_file():
                 continue
             commit = str(_read_json(result).get("commit", "unknown"))
-            discarded = self.results.with_name(self.results.name + "_discarded")
             target = discarded / regime.name / f"{run.key}__{commit}.json"
             folder = self.s.workdir / "discarded" / f"{run.key}__{stamp}"
             if target.exists() or folder.exists():
